@@ -1,0 +1,186 @@
+"""The catalog: sessions, protected objects, versions and their disks (SQLAlchemy 2).
+
+SQLite by default, any SQLAlchemy URL (PostgreSQL for many proxies). A version row is
+inserted only after its manifest is durable in the store, in one transaction with its
+disks: the catalog never lists a version that cannot be restored.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from dpflow.errors import NotFound
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ObjectRow(Base):
+    """A protected object: a VM today, a database or LUN group later."""
+
+    __tablename__ = "objects"
+    __table_args__ = (UniqueConstraint("kind", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class SessionRow(Base):
+    """One run of a path (backup, restore ...) on one object: what happened and how long."""
+
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id"))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    message: Mapped[str] = mapped_column(String(2000), default="")
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    ended: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_written: Mapped[int] = mapped_column(BigInteger, default=0)
+    object: Mapped[ObjectRow] = relationship()
+
+
+class VersionRow(Base):
+    __tablename__ = "versions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    object_id: Mapped[int] = mapped_column(ForeignKey("objects.id"))
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"))
+    store: Mapped[str] = mapped_column(String(255))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    quiesced: Mapped[bool] = mapped_column(Boolean)
+    bytes_read: Mapped[int] = mapped_column(BigInteger)
+    bytes_added: Mapped[int] = mapped_column(BigInteger)
+    note: Mapped[str] = mapped_column(String(2000), default="")
+    object: Mapped[ObjectRow] = relationship()
+    disks: Mapped[list[DiskRow]] = relationship(back_populates="version", order_by="DiskRow.key")
+
+
+class DiskRow(Base):
+    __tablename__ = "disks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"))
+    key: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(255))
+    capacity_bytes: Mapped[int] = mapped_column(BigInteger)
+    chunks_stored: Mapped[int] = mapped_column(Integer)
+    version: Mapped[VersionRow] = relationship(back_populates="disks")
+
+
+class Catalog:
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(url, future=True)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        Base.metadata.create_all(self.engine)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def _object(self, db: Session, kind: str, name: str) -> ObjectRow:
+        row = db.scalar(select(ObjectRow).where(ObjectRow.kind == kind, ObjectRow.name == name))
+        if row is None:
+            row = ObjectRow(kind=kind, name=name)
+            db.add(row)
+            db.flush()
+        return row
+
+    # --- sessions --------------------------------------------------------------
+    def begin_session(self, kind: str, object_kind: str, name: str,
+                      flow_run_id: str | None = None) -> str:
+        with self.session() as db, db.begin():
+            row = SessionRow(kind=kind, object=self._object(db, object_kind, name),
+                             flow_run_id=flow_run_id)
+            db.add(row)
+            db.flush()
+            return row.id
+
+    def end_session(self, session_id: str, status: str, message: str = "",
+                    bytes_read: int = 0, bytes_written: int = 0) -> None:
+        with self.session() as db, db.begin():
+            row = db.get(SessionRow, session_id)
+            if row is None:
+                raise NotFound(f"no session {session_id}")
+            row.status, row.message, row.ended = status, message[:2000], now()
+            row.bytes_read, row.bytes_written = bytes_read, bytes_written
+
+    def get_session(self, session_id: str) -> SessionRow:
+        with self.session() as db:
+            row = db.get(SessionRow, session_id)
+            if row is None:
+                raise NotFound(f"no session {session_id}")
+            _ = row.object
+            return row
+
+    # --- versions --------------------------------------------------------------
+    def commit_version(self, *, version_id: str, session_id: str, object_kind: str, name: str,
+                       store: str, created: datetime, quiesced: bool, bytes_read: int,
+                       bytes_added: int, disks: list[dict[str, Any]], note: str = "") -> None:
+        with self.session() as db, db.begin():
+            v = VersionRow(id=version_id, object=self._object(db, object_kind, name),
+                           session_id=session_id, store=store, created=created,
+                           quiesced=quiesced, bytes_read=bytes_read, bytes_added=bytes_added,
+                           note=note)
+            v.disks = [DiskRow(**d) for d in disks]
+            db.add(v)
+
+    def versions(self, name: str | None = None, object_kind: str = "vm") -> list[VersionRow]:
+        with self.session() as db:
+            q = select(VersionRow).join(ObjectRow).where(ObjectRow.kind == object_kind)
+            if name is not None:
+                q = q.where(ObjectRow.name == name)
+            rows = list(db.scalars(q.order_by(VersionRow.created)))
+            for r in rows:
+                _ = r.object, r.disks
+            return rows
+
+    def version(self, version_id: str) -> VersionRow:
+        with self.session() as db:
+            row = db.get(VersionRow, version_id)
+            if row is None:
+                raise NotFound(f"unknown version '{version_id}': `dpflow versions` lists them")
+            _ = row.object, row.disks
+            return row
+
+    def latest_version(self, name: str, object_kind: str = "vm") -> VersionRow:
+        rows = self.versions(name, object_kind)
+        if not rows:
+            raise NotFound(f"no version of {object_kind} '{name}' in the catalog: back it up first")
+        return rows[-1]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

@@ -1,0 +1,172 @@
+"""The data-centre file: one YAML document, validated by pydantic before anything runs.
+
+Unknown keys are refused (a typo in a backup policy must not pass silently) and every
+error becomes one line naming the key, so an administrator can fix it without reading
+a traceback. Secrets never appear here: only references to an environment variable or a
+Prefect Secret block, resolved at the moment of use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dpflow.errors import UserError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(Strict):
+    """Where a secret lives: exactly one of an environment variable or a Prefect Secret block."""
+
+    env: str | None = None
+    prefect_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.env is None) == (self.prefect_secret is None):
+            raise ValueError("give exactly one of 'env' or 'prefect_secret'")
+        return self
+
+    def resolve(self) -> str:
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if not value:
+                raise UserError(
+                    f"secret not set: environment variable {self.env} is empty; "
+                    f"export it or point the config at a Prefect Secret block"
+                )
+            return value
+        from prefect.blocks.system import Secret
+
+        try:
+            return str(Secret.load(self.prefect_secret).get())
+        except ValueError as exc:
+            raise UserError(
+                f"secret not found: Prefect Secret block '{self.prefect_secret}' does not "
+                f"exist; create it in the Prefect UI or with `prefect block create secret`"
+            ) from exc
+
+
+class VCenter(Strict):
+    """A vCenter or a standalone ESX host: both speak the same SOAP API."""
+
+    name: str
+    host: str
+    port: int = 443
+    user: str
+    password: SecretRef
+    ca_file: Path | None = Field(
+        None, description="CA bundle that signed the endpoint's certificate (verification is on)"
+    )
+    datacenter: str = "DC0"
+    connect_timeout_s: float = 20.0
+
+
+class SnapshotPolicy(Strict):
+    quiesce: Literal["require", "prefer", "never"] = Field(
+        "prefer",
+        description="require: fail if the guest cannot quiesce; prefer: retry, then fall back "
+        "to a crash-consistent snapshot, recorded in the version; never: no quiescing",
+    )
+    quiesce_attempts: int = Field(2, ge=1, le=10)
+    delta_reserve_percent: float = Field(
+        10.0, ge=0, le=100,
+        description="room the datastore must have for the snapshot delta, as %% of disk size",
+    )
+
+
+class Store(Strict):
+    """A 'file library' on disk: deduplicating, compressed chunks."""
+
+    name: str
+    path: Path
+    chunk_size_mib: int = Field(1, ge=1, le=64)
+    compression_level: int = Field(3, ge=1, le=19)
+    min_free_percent_of_disk: float = Field(
+        100.0, ge=0,
+        description="skip a VM unless the store has this %% of its provisioned size free",
+    )
+
+
+class Proxy(Strict):
+    """The backup host that reads snapshot disks (the seed's VCB proxy)."""
+
+    name: str = "local"
+    read_streams: int = Field(4, ge=1, le=32)
+    workers: int = Field(2, ge=1, le=64)
+
+
+class DataCentre(Strict):
+    vcenters: list[VCenter] = Field(min_length=1)
+    stores: list[Store] = Field(min_length=1)
+    proxies: list[Proxy] = [Proxy()]
+    snapshot: SnapshotPolicy = SnapshotPolicy()
+    catalog_url: str = "sqlite:///catalog.db"
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DataCentre:
+        for what, items in (("vcenter", self.vcenters), ("store", self.stores)):
+            names = [i.name for i in items]
+            dup = {n for n in names if names.count(n) > 1}
+            if dup:
+                raise ValueError(f"duplicate {what} name(s): {', '.join(sorted(dup))}")
+        return self
+
+    def store(self, name: str | None = None) -> Store:
+        if name is None:
+            return self.stores[0]
+        for s in self.stores:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.stores)
+        raise UserError(f"unknown store '{name}': the config defines {known}")
+
+
+def _first_error_line(path: Path, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check its spelling against docs/config.md)"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"bad config {path}: {where}: {msg}{more}"
+
+
+def load(path: Path) -> DataCentre:
+    """Read and validate the data-centre file; relative paths are relative to the file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read config {path}: {exc.strerror}; pass --config FILE") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        kind = exc.__class__.__name__
+        raise UserError(f"bad config {path}:{where}: not valid YAML ({kind})") from exc
+    if not isinstance(raw, dict):
+        raise UserError(f"bad config {path}: expected a mapping with 'vcenters' and 'stores'")
+    try:
+        dc = DataCentre.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_first_error_line(path, exc)) from exc
+    return _anchor_paths(dc, path.parent.resolve())
+
+
+def _anchor_paths(dc: DataCentre, base: Path) -> DataCentre:
+    stores = [s.model_copy(update={"path": base / s.path}) for s in dc.stores]
+    vcs = [
+        v.model_copy(update={"ca_file": base / v.ca_file}) if v.ca_file else v for v in dc.vcenters
+    ]
+    url = dc.catalog_url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        url = f"sqlite:///{base / url.removeprefix('sqlite:///')}"
+    return dc.model_copy(update={"stores": stores, "vcenters": vcs, "catalog_url": url})
