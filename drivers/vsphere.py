@@ -1,0 +1,387 @@
+"""The real vSphere adapter (pyVmomi): a vCenter or a standalone ESX host.
+
+Errors are translated here, once: pyVmomi faults and socket/TLS errors become
+UserError (the administrator must act), TransientError (retry) or PermanentError.
+Snapshot disks are read over the datastore HTTP interface by ranges (the proxy's "vLUN
+mount"), with the session cookie and TLS verification, resuming a cut transfer where it
+stopped.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import requests
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim, vmodl
+
+from dpflow.config import VCenter
+from dpflow.errors import NotFound, PermanentError, TransientError, UserError
+from drivers.protocols import DiskInfo, SnapshotRef, VmInfo
+
+T = TypeVar("T")
+
+#: vSphere faults that say "not now" rather than "never".
+_TRANSIENT_FAULTS: tuple[type, ...] = (
+    vim.fault.ApplicationQuiesceFault,
+    vim.fault.TaskInProgress,
+    vim.fault.Timedout,
+    vim.fault.HostCommunication,
+    vim.fault.ResourceInUse,
+    vmodl.fault.HostCommunication,
+    vmodl.fault.SystemError,
+    vmodl.fault.RequestCanceled,
+)
+_NETWORK_ERRORS = (http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError)
+
+
+class QuiesceFailed(TransientError):
+    """The guest could not be quiesced; the snapshot policy decides what happens next."""
+
+
+def _fault_text(fault: vmodl.MethodFault) -> str:
+    msg = getattr(fault, "msg", None) or getattr(fault, "localizedMessage", None) or ""
+    for fm in getattr(fault, "faultMessage", None) or []:
+        msg = f"{msg} {fm.message}".strip()
+    return f"{type(fault).__name__.split('.')[-1]}: {msg}".rstrip(": ")
+
+
+def translate(exc: BaseException, what: str) -> Exception:
+    """Map a pyVmomi or network error met while doing `what` to dpflow's tree."""
+    if isinstance(exc, vim.fault.ApplicationQuiesceFault):
+        return QuiesceFailed(f"{what}: {_fault_text(exc)}")
+    if isinstance(exc, vim.fault.InvalidLogin):
+        return UserError(f"{what}: wrong user or password (InvalidLogin)")
+    if isinstance(exc, _TRANSIENT_FAULTS):
+        return TransientError(f"{what}: {_fault_text(exc)}")
+    if isinstance(exc, vmodl.MethodFault):
+        return PermanentError(f"{what}: {_fault_text(exc)}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return UserError(f"{what}: TLS certificate not trusted ({exc.verify_message}); "
+                         f"set ca_file to the CA that signed it")
+    if isinstance(exc, _NETWORK_ERRORS | requests.ConnectionError | requests.Timeout):
+        return TransientError(f"{what}: {type(exc).__name__}: {exc}")
+    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class VSphere:
+    """One logged-in connection to a vCenter; re-logs in when the session expires."""
+
+    def __init__(self, vc: VCenter, password: str) -> None:
+        self.vc = vc
+        self._password = password
+        self._si: Any = None
+        self._lock = threading.Lock()
+        self._ssl = ssl.create_default_context(cafile=str(vc.ca_file) if vc.ca_file else None)
+
+    # --- connection ------------------------------------------------------------
+    def _connect(self) -> Any:
+        try:
+            return SmartConnect(host=self.vc.host, port=self.vc.port, user=self.vc.user,
+                                pwd=self._password, sslContext=self._ssl,
+                                httpConnectionTimeout=self.vc.connect_timeout_s)
+        except ssl.SSLCertVerificationError as exc:
+            raise translate(exc, f"vCenter {self.vc.name} ({self.vc.host}:{self.vc.port})") from exc
+        except vim.fault.InvalidLogin as exc:
+            raise UserError(f"vCenter {self.vc.name}: wrong user or password for "
+                            f"'{self.vc.user}' (InvalidLogin); fix the secret it references"
+                            ) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise UserError(f"vCenter {self.vc.name} unreachable at {self.vc.host}:"
+                            f"{self.vc.port} ({exc.__class__.__name__}: {exc}); check host, "
+                            f"port and network") from exc
+
+    @property
+    def si(self) -> Any:
+        with self._lock:
+            if self._si is None:
+                self._si = self._connect()
+            return self._si
+
+    def check(self) -> None:
+        _ = self.si.content.about.apiVersion
+
+    def close(self) -> None:
+        with self._lock:
+            if self._si is not None:
+                try:
+                    Disconnect(self._si)
+                except Exception:  # noqa: BLE001 - closing a dead session is not an error
+                    pass
+                self._si = None
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run a SOAP exchange; re-login once on an expired session; translate errors."""
+        for attempt in (1, 2):
+            try:
+                return fn()
+            except vim.fault.NotAuthenticated as exc:
+                if attempt == 2:
+                    raise translate(exc, what) from exc
+                with self._lock:
+                    self._si = None
+            except Exception as exc:  # noqa: BLE001 - translated at the boundary
+                if isinstance(exc, UserError | TransientError | PermanentError):
+                    raise
+                raise translate(exc, what) from exc
+        raise AssertionError("unreachable")
+
+    def _wait(self, task: Any, what: str) -> Any:
+        while task.info.state in (vim.TaskInfo.State.queued, vim.TaskInfo.State.running):
+            time.sleep(0.05)
+        if task.info.state == vim.TaskInfo.State.error:
+            raise task.info.error
+        return task.info.result
+
+    # --- inventory -------------------------------------------------------------
+    def _datacenter(self) -> Any:
+        for dc in self.si.content.rootFolder.childEntity:
+            if isinstance(dc, vim.Datacenter) and dc.name == self.vc.datacenter:
+                return dc
+        raise UserError(f"vCenter {self.vc.name} has no datacenter '{self.vc.datacenter}'")
+
+    def _vm_obj(self, name: str) -> Any:
+        content = self.si.content
+        view = content.viewManager.CreateContainerView(content.rootFolder,
+                                                       [vim.VirtualMachine], True)
+        try:
+            spec = vmodl.query.PropertyCollector.FilterSpec(
+                objectSet=[vmodl.query.PropertyCollector.ObjectSpec(
+                    obj=view, skip=True, selectSet=[vmodl.query.PropertyCollector.TraversalSpec(
+                        name="v", path="view", skip=False, type=vim.view.ContainerView)])],
+                propSet=[vmodl.query.PropertyCollector.PropertySpec(
+                    type=vim.VirtualMachine, pathSet=["name"])])
+            for oc in content.propertyCollector.RetrieveContents([spec]):
+                if oc.propSet and oc.propSet[0].val == name:
+                    return oc.obj
+        finally:
+            view.Destroy()
+        raise NotFound(f"unknown VM '{name}' on vCenter {self.vc.name}")
+
+    def _vm_by_moref(self, moref: str) -> Any:
+        return vim.VirtualMachine(moref, self.si._stub)
+
+    @staticmethod
+    def _disks_of(devices: Iterable[Any]) -> list[DiskInfo]:
+        out = []
+        for d in devices:
+            if isinstance(d, vim.vm.device.VirtualDisk):
+                fn = d.backing.fileName
+                out.append(DiskInfo(key=d.key, label=d.deviceInfo.label if d.deviceInfo else "",
+                                    capacity_bytes=d.capacityInBytes or d.capacityInKB * 1024,
+                                    datastore=fn[1:fn.index("]")], file_name=fn,
+                                    controller_key=d.controllerKey, unit_number=d.unitNumber))
+        return out
+
+    def _vm_info(self, vm: Any) -> VmInfo:
+        cfg = vm.config
+        disks = self._disks_of(cfg.hardware.device)
+        ds = disks[0].datastore if disks else vm.datastore[0].name
+        return VmInfo(name=vm.name, moref=vm._moId, power_state=str(vm.runtime.powerState),
+                      datastore=ds, num_cpu=cfg.hardware.numCPU, memory_mb=cfg.hardware.memoryMB,
+                      guest_id=cfg.guestId or "otherGuest", disks=disks)
+
+    def find_vm(self, name: str) -> VmInfo:
+        return self._call(f"find VM {name}", lambda: self._vm_info(self._vm_obj(name)))
+
+    def vm_exists(self, name: str) -> bool:
+        try:
+            self.find_vm(name)
+            return True
+        except NotFound:
+            return False
+
+    def datastore_free_bytes(self, datastore: str) -> int:
+        def go() -> int:
+            for ds in self._datacenter().datastore:
+                if ds.name == datastore:
+                    ds.RefreshDatastore()
+                    return int(ds.summary.freeSpace)
+            raise NotFound(f"unknown datastore '{datastore}'")
+        return self._call(f"free space of {datastore}", go)
+
+    # --- snapshots -------------------------------------------------------------
+    def create_snapshot(self, vm: VmInfo, name: str, quiesce: bool) -> SnapshotRef:
+        def go() -> SnapshotRef:
+            obj = self._vm_by_moref(vm.moref)
+            task = obj.CreateSnapshot_Task(name=name, description="dpflow backup",
+                                           memory=False, quiesce=quiesce)
+            snap = self._wait(task, "create snapshot")
+            return SnapshotRef(moref=snap._moId, name=name, vm_moref=vm.moref, quiesced=quiesce)
+        return self._call(f"snapshot of VM {vm.name}", go)
+
+    def list_snapshots(self, vm: VmInfo) -> list[SnapshotRef]:
+        def go() -> list[SnapshotRef]:
+            out: list[SnapshotRef] = []
+            tree = self._vm_by_moref(vm.moref).snapshot
+            stack = list(tree.rootSnapshotList) if tree else []
+            while stack:
+                node = stack.pop()
+                out.append(SnapshotRef(moref=node.snapshot._moId, name=node.name,
+                                       vm_moref=vm.moref, quiesced=bool(node.quiesced)))
+                stack.extend(node.childSnapshotList or [])
+            return out
+        return self._call(f"snapshots of VM {vm.name}", go)
+
+    def remove_snapshot(self, snap: SnapshotRef) -> None:
+        def go() -> None:
+            obj = vim.vm.Snapshot(snap.moref, self.si._stub)
+            self._wait(obj.RemoveSnapshot_Task(removeChildren=False, consolidate=True),
+                       "remove snapshot")
+        try:
+            self._call(f"remove snapshot {snap.name}", go)
+        except PermanentError as exc:
+            if "ManagedObjectNotFound" in str(exc):
+                return  # already gone: removal is idempotent
+            raise
+
+    def snapshot_disks(self, snap: SnapshotRef) -> list[DiskInfo]:
+        def go() -> list[DiskInfo]:
+            obj = vim.vm.Snapshot(snap.moref, self.si._stub)
+            return self._disks_of(obj.config.hardware.device)
+        return self._call(f"disks of snapshot {snap.name}", go)
+
+    # --- disk bytes over the datastore HTTP interface --------------------------
+    def _disk_url(self, disk: DiskInfo) -> str:
+        path = disk.file_name.split("] ", 1)[1]
+        if path.endswith(".vmdk") and not path.endswith("-flat.vmdk"):
+            path = path[:-5] + "-flat.vmdk"
+        return (f"https://{self.vc.host}:{self.vc.port}/folder/{quote(path)}"
+                f"?dcPath={quote(self.vc.datacenter)}&dsName={quote(disk.datastore)}")
+
+    def _cookies(self) -> dict[str, str]:
+        raw = self.si._stub.cookie  # 'vmware_soap_session="..."; Path=/; ...'
+        name, _, rest = raw.partition("=")
+        return {name.strip(): rest.split(";")[0].strip()} if rest else {}
+
+    def _verify(self) -> str | bool:
+        return str(self.vc.ca_file) if self.vc.ca_file else True
+
+    def open_disk(self, disk: DiskInfo) -> DatastoreDisk:
+        return DatastoreDisk(self._disk_url(disk), disk.capacity_bytes, self._cookies(),
+                             self._verify())
+
+    def write_disk(self, disk: DiskInfo, blocks: Iterable[bytes]) -> None:
+        url = self._disk_url(disk)
+        try:
+            r = requests.put(url, data=iter(blocks), cookies=self._cookies(),
+                             verify=self._verify(), timeout=(10, 300),
+                             headers={"Content-Type": "application/octet-stream"})
+        except (requests.RequestException, OSError) as exc:
+            raise translate(exc, f"write disk {disk.file_name}") from exc
+        if r.status_code >= 500:
+            raise TransientError(f"write disk {disk.file_name}: HTTP {r.status_code}")
+        if r.status_code >= 300:
+            raise PermanentError(
+                f"write disk {disk.file_name}: HTTP {r.status_code} {r.text[:200]}")
+
+    # --- VMs -------------------------------------------------------------------
+    def create_vm(self, spec: VmInfo, name: str) -> VmInfo:
+        def go() -> VmInfo:
+            dc = self._datacenter()
+            pool = _first_resource_pool(dc)
+            dev_changes = [vim.vm.device.VirtualDeviceSpec(
+                operation="add",
+                device=vim.vm.device.VirtualLsiLogicController(
+                    key=1000, busNumber=0, sharedBus="noSharing"))]
+            for i, d in enumerate(spec.disks):
+                unit = i if i < 7 else i + 1  # unit 7 is the controller's own
+                disk = vim.vm.device.VirtualDisk(
+                    key=-(i + 1), controllerKey=1000, unitNumber=unit,
+                    capacityInKB=(d.capacity_bytes + 1023) // 1024,
+                    capacityInBytes=d.capacity_bytes,
+                    backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+                        fileName=f"[{spec.datastore}]", diskMode="persistent",
+                        thinProvisioned=True))
+                dev_changes.append(vim.vm.device.VirtualDeviceSpec(
+                    operation="add", fileOperation="create", device=disk))
+            cfg = vim.vm.ConfigSpec(name=name, numCPUs=spec.num_cpu, memoryMB=spec.memory_mb,
+                                    guestId=spec.guest_id, deviceChange=dev_changes,
+                                    files=vim.vm.FileInfo(vmPathName=f"[{spec.datastore}]"))
+            vm = self._wait(dc.vmFolder.CreateVM_Task(config=cfg, pool=pool), "create VM")
+            return self._vm_info(vm)
+        return self._call(f"create VM {name}", go)
+
+    def power_on(self, vm: VmInfo) -> None:
+        self._call(f"power on {vm.name}", lambda: self._wait(
+            self._vm_by_moref(vm.moref).PowerOnVM_Task(), "power on"))
+
+    def power_off(self, vm: VmInfo) -> None:
+        self._call(f"power off {vm.name}", lambda: self._wait(
+            self._vm_by_moref(vm.moref).PowerOffVM_Task(), "power off"))
+
+    def destroy_vm(self, vm: VmInfo) -> None:
+        def go() -> None:
+            obj = self._vm_by_moref(vm.moref)
+            if obj.runtime.powerState == vim.VirtualMachinePowerState.poweredOn:
+                self._wait(obj.PowerOffVM_Task(), "power off")
+            self._wait(obj.Destroy_Task(), "destroy")
+        self._call(f"destroy VM {vm.name}", go)
+
+
+def _first_resource_pool(dc: Any) -> Any:
+    for entity in dc.hostFolder.childEntity:
+        pool = getattr(entity, "resourcePool", None)
+        if pool is not None:
+            return pool
+    raise PermanentError(f"datacenter {dc.name} has no compute resource to place a VM")
+
+
+class DatastoreDisk:
+    """A disk file on a datastore, read by HTTP ranges; one requests session per thread."""
+
+    ATTEMPTS = 6
+
+    def __init__(self, url: str, size: int, cookies: dict[str, str], verify: str | bool) -> None:
+        self.url, self.size, self._cookies, self._verify = url, size, cookies, verify
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = requests.Session()
+            s.cookies.update(self._cookies)
+            s.verify = self._verify
+        return s
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Exactly `length` bytes; a cut or refused transfer resumes where it stopped."""
+        buf = bytearray()
+        failures = 0
+        while len(buf) < length:
+            start = offset + len(buf)
+            end = offset + length - 1
+            try:
+                with self._session().get(self.url, headers={"Range": f"bytes={start}-{end}"},
+                                         stream=True, timeout=(10, 60)) as r:
+                    if r.status_code == 404:
+                        raise PermanentError(f"disk file not found: {self.url.split('?')[0]}")
+                    if r.status_code >= 500 or r.status_code == 429:
+                        raise TransientError(f"HTTP {r.status_code} reading {start}-{end}")
+                    if r.status_code != 206:
+                        raise PermanentError(f"HTTP {r.status_code} for a range read of the disk")
+                    for piece in r.iter_content(chunk_size=1 << 20):
+                        buf += piece
+                        failures = 0
+            except (requests.RequestException, OSError, TransientError) as exc:
+                failures += 1
+                self._local.session = None
+                if failures >= self.ATTEMPTS:
+                    raise TransientError(f"disk read at {start} failed {failures} times: "
+                                         f"{exc}") from exc
+                time.sleep(min(0.05 * 2 ** failures, 2.0))
+        if len(buf) > length:
+            raise PermanentError(f"server sent {len(buf)} bytes for a {length}-byte range")
+        return bytes(buf)
+
+    def close(self) -> None:
+        s = getattr(self._local, "session", None)
+        if s is not None:
+            s.close()
