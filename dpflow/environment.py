@@ -1,0 +1,83 @@
+"""From a config file to live drivers, once per process.
+
+Flows and tasks receive the config path (a string, so Prefect can hash task inputs) and
+ask this module for the hypervisor, store and catalog it names. Which driver class serves
+a vCenter is decided by configuration through DRIVERS, never imported by a flow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from functools import cache
+from pathlib import Path
+
+from dpflow import config as cfg
+from dpflow.catalog import Catalog
+from dpflow.errors import NotFound, UserError
+from dpflow.store import ChunkStore
+from drivers.protocols import Hypervisor, VmInfo
+
+DRIVERS = {"vsphere": "drivers.vsphere:VSphere"}
+_lock = threading.Lock()
+
+
+class Environment:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dc = cfg.load(path)
+        self._hypervisors: dict[str, Hypervisor] = {}
+        self._catalog: Catalog | None = None
+
+    def hypervisor(self, name: str | None = None) -> Hypervisor:
+        vc = self.dc.vcenters[0] if name is None else next(
+            (v for v in self.dc.vcenters if v.name == name), None)
+        if vc is None:
+            raise UserError(f"unknown vCenter '{name}' (config: {self.path})")
+        with _lock:
+            if vc.name not in self._hypervisors:
+                module, cls = DRIVERS["vsphere"].split(":")
+                driver = getattr(importlib.import_module(module), cls)
+                self._hypervisors[vc.name] = driver(vc, vc.password.resolve())
+            return self._hypervisors[vc.name]
+
+    def locate_vm(self, vm: str) -> tuple[str, VmInfo]:
+        """The vCenter that holds `vm`, and the VM: the first that knows it wins."""
+        for vc in self.dc.vcenters:
+            try:
+                return vc.name, self.hypervisor(vc.name).find_vm(vm)
+            except NotFound:
+                continue
+        names = ", ".join(v.name for v in self.dc.vcenters)
+        raise NotFound(f"unknown VM '{vm}': no vCenter in the config ({names}) has it; "
+                       f"`dpflow vms` lists them")
+
+    def catalog(self) -> Catalog:
+        with _lock:
+            if self._catalog is None:
+                self._catalog = Catalog(self.dc.catalog_url)
+            return self._catalog
+
+    def store(self, name: str | None = None) -> ChunkStore:
+        s = self.dc.store(name)
+        return ChunkStore(s.path, compression_level=s.compression_level).init()
+
+    def close(self) -> None:
+        for h in self._hypervisors.values():
+            h.close()
+        self._hypervisors.clear()
+
+
+@cache
+def _load(path: str, mtime_ns: int) -> Environment:
+    return Environment(Path(path))
+
+
+def environment(config_path: str | Path) -> Environment:
+    """The process-wide environment for a config file (reloaded when the file changes)."""
+    p = Path(config_path).resolve()
+    try:
+        mtime = p.stat().st_mtime_ns
+    except OSError as exc:
+        raise UserError(f"cannot read config {p}: {exc.strerror}; pass --config FILE") from exc
+    return _load(str(p), mtime)

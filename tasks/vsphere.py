@@ -1,0 +1,139 @@
+"""vSphere steps of the image paths. Each resolves its driver from the config path."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger
+from prefect.events import emit_event
+
+from dpflow.environment import environment
+from dpflow.errors import PermanentError, UserError
+from drivers.protocols import DiskInfo, SnapshotRef, VmInfo
+from drivers.vsphere import QuiesceFailed
+from tasks.common import step
+
+SNAPSHOT_PREFIX = "dpflow-"
+
+
+@step(name="find VM")
+def find_vm(config: str, vm: str) -> tuple[str, VmInfo]:
+    return environment(config).locate_vm(vm)
+
+
+@step(name="check space")
+def check_space(config: str, vcenter: str, vm: VmInfo, store: str | None) -> str | None:
+    """None when there is room; otherwise why the VM must be skipped (not failed)."""
+    env = environment(config)
+    provisioned = sum(d.capacity_bytes for d in vm.disks)
+    policy = env.dc.snapshot
+    need_delta = int(provisioned * policy.delta_reserve_percent / 100)
+    free = env.hypervisor(vcenter).datastore_free_bytes(vm.datastore)
+    if free < need_delta:
+        return (f"datastore {vm.datastore} has {free:,} bytes free, the snapshot delta needs "
+                f"{need_delta:,} ({policy.delta_reserve_percent:g}% of {provisioned:,})")
+    import shutil
+
+    s = env.dc.store(store)
+    s.path.mkdir(parents=True, exist_ok=True)
+    store_free = shutil.disk_usage(s.path).free
+    need_store = int(provisioned * s.min_free_percent_of_disk / 100)
+    if store_free < need_store:
+        return (f"store {s.name} has {store_free:,} bytes free, a backup of {vm.name} may need "
+                f"{need_store:,}")
+    return None
+
+
+@step(name="remove leftover snapshots")
+def remove_leftover_snapshots(config: str, vcenter: str, vm: VmInfo) -> list[str]:
+    """Snapshots an earlier, killed dpflow session left behind (Bareos' orphan problem)."""
+    hv = environment(config).hypervisor(vcenter)
+    removed = []
+    for snap in hv.list_snapshots(vm):
+        if snap.name.startswith(SNAPSHOT_PREFIX):
+            hv.remove_snapshot(snap)
+            removed.append(snap.name)
+    if removed:
+        get_run_logger().warning("removed leftover snapshots of %s: %s", vm.name, removed)
+    return removed
+
+
+@step(name="create snapshot", retries=2, delay=2.0)
+def create_snapshot(config: str, vcenter: str, vm: VmInfo, session_id: str) -> SnapshotRef:
+    """Quiesced if the guest can; crash-consistent only if the policy allows it."""
+    env = environment(config)
+    hv = env.hypervisor(vcenter)
+    policy = env.dc.snapshot
+    name = f"{SNAPSHOT_PREFIX}{session_id}"
+    log = get_run_logger()
+    if policy.quiesce != "never":
+        last: QuiesceFailed | None = None
+        for attempt in range(1, policy.quiesce_attempts + 1):
+            try:
+                return hv.create_snapshot(vm, name, quiesce=True)
+            except QuiesceFailed as exc:
+                last = exc
+                log.warning("quiesced snapshot of %s failed (attempt %d/%d): %s",
+                            vm.name, attempt, policy.quiesce_attempts, exc)
+        if policy.quiesce == "require":
+            raise PermanentError(f"guest of {vm.name} cannot be quiesced and the policy "
+                                 f"requires it: {last}")
+        log.warning("falling back to a crash-consistent snapshot of %s (policy: prefer)",
+                    vm.name)
+    return hv.create_snapshot(vm, name, quiesce=False)
+
+
+@step(name="snapshot disks")
+def snapshot_disks(config: str, vcenter: str, snap: SnapshotRef) -> list[DiskInfo]:
+    return environment(config).hypervisor(vcenter).snapshot_disks(snap)
+
+
+@step(name="remove snapshot", retries=4, delay=2.0)
+def remove_snapshot(config: str, vcenter: str, snap: SnapshotRef, vm: str) -> None:
+    """Compensation of create_snapshot: runs on every exit path of a backup."""
+    environment(config).hypervisor(vcenter).remove_snapshot(snap)
+
+
+def report_orphan_snapshot(vm: str, snap: SnapshotRef, error: BaseException) -> None:
+    """Never silent: an error log, and a Prefect event automations can page on."""
+    get_run_logger().error("SNAPSHOT LEFT BEHIND on VM %s: %s (%s) could not be removed: %s; "
+                           "remove it in vSphere or rerun the backup (it cleans up dpflow "
+                           "snapshots first)", vm, snap.name, snap.moref, error)
+    emit_event(event="dpflow.snapshot.orphaned", resource={
+        "prefect.resource.id": f"dpflow.vm.{vm}", "dpflow.snapshot": snap.name})
+
+
+@step(name="prepare restore target")
+def prepare_target(config: str, vcenter: str, source: VmInfo, target: str,
+                   in_place: bool, force: bool) -> tuple[VmInfo, bool]:
+    """The VM to write into and whether this restore created it (so a failure destroys it)."""
+    hv = environment(config).hypervisor(vcenter)
+    existing: VmInfo | None = None
+    try:
+        existing = hv.find_vm(target)
+    except UserError:
+        existing = None
+    if existing is None:
+        if in_place:
+            raise UserError(f"VM '{target}' no longer exists: restore it with --as {target}")
+        return hv.create_vm(source, target), True
+    if existing.power_state != "poweredOff":
+        raise UserError(f"VM '{target}' is {existing.power_state}: power it off before an "
+                        f"in-place restore (dpflow never overwrites a running VM)")
+    if not in_place and not force:
+        raise UserError(f"a VM named '{target}' already exists: choose another --as name, or "
+                        f"--force to overwrite its disks")
+    if [d.capacity_bytes for d in existing.disks] != [d.capacity_bytes for d in source.disks]:
+        raise UserError(f"VM '{target}' has disks of other sizes than the version; restore "
+                        f"with --as NEWNAME instead")
+    return existing, False
+
+
+@step(name="destroy half-restored VM", retries=3)
+def destroy_vm(config: str, vcenter: str, vm: VmInfo) -> None:
+    environment(config).hypervisor(vcenter).destroy_vm(vm)
+
+
+@step(name="power on")
+def power_on(config: str, vcenter: str, vm: VmInfo) -> None:
+    environment(config).hypervisor(vcenter).power_on(vm)
+
+
