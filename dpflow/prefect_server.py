@@ -1,0 +1,92 @@
+"""A local Prefect server (SQLite) under the project's own home, started once, reused.
+
+Ephemeral Prefect costs 9–14 s per process (DESIGN.md); a started server answers in ms,
+so the CLI and the demo start one in the background and talk to it. If PREFECT_API_URL
+is already set (a real deployment), that server is used instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from dpflow.errors import UserError
+
+
+def home() -> Path:
+    return Path(os.environ.get("DPFLOW_HOME", ".dpflow")).resolve()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as r:  # noqa: S310 - local
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quiet_defaults() -> None:
+    """Settings every dpflow process wants before Prefect reads its configuration."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_HOME", str(home() / "prefect"))
+
+
+def ensure_server() -> str:
+    """The API URL of a healthy server; starts the local one if none is configured."""
+    quiet_defaults()
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    state = home() / "prefect-server.json"
+    if state.exists():
+        url = json.loads(state.read_text())["api_url"]
+        if _healthy(url):
+            os.environ["PREFECT_API_URL"] = url
+            return url
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    log = open(home() / "prefect-server.log", "ab")  # noqa: SIM115 - owned by the child
+    env = dict(os.environ, PREFECT_API_URL=url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+         "--port", str(port)], stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
+        start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if _healthy(url):
+            state.write_text(json.dumps({"api_url": url, "pid": proc.pid}))
+            os.environ["PREFECT_API_URL"] = url
+            return url
+        if proc.poll() is not None:
+            break
+        time.sleep(0.3)
+    raise UserError(f"the local Prefect server did not start; see {home() / 'prefect-server.log'}")
+
+
+def stop_server() -> bool:
+    state = home() / "prefect-server.json"
+    if not state.exists():
+        return False
+    pid = json.loads(state.read_text())["pid"]
+    try:
+        os.killpg(pid, 15)
+    except ProcessLookupError:
+        pass
+    state.unlink()
+    return True
+
+
+def ui_url(api_url: str) -> str:
+    return api_url.removesuffix("/api")

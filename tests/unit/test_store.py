@@ -1,0 +1,110 @@
+"""Store v1 and the data pipeline on real bytes: dedup, zeros, corruption, bounded reads."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from dpflow.errors import UserError
+from dpflow.store import ChunkStore, CorruptChunk, DiskManifest, VersionManifest
+from dpflow.store.manifest import read_manifest, write_manifest
+from dpflow.store.pipeline import backup_disk, restore_blocks, verify_disk
+
+CS = 64 * 1024
+
+
+class BytesDisk:
+    """A disk held in memory, counting concurrent reads (the pipeline must bound them)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.size = data, len(data)
+        self.in_flight = self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self.data[offset:offset + length]
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def mixed_disk(quarter: int, tail: int) -> bytes:
+    """Random, text-like, zero and the same random again, then an odd-sized tail."""
+    rnd = os.urandom(quarter)
+    text = (b"log line: all systems nominal\n" * (quarter // 30 + 1))[:quarter]
+    return rnd + text + bytes(quarter) + rnd + os.urandom(tail)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ChunkStore:
+    return ChunkStore(tmp_path / "store").init()
+
+
+def test_round_trip_dedup_and_zeros(store: ChunkStore) -> None:
+    data = mixed_disk(8 * CS, 12345)  # not a multiple of the chunk size
+    chunks, stats = backup_disk(BytesDisk(data), store, chunk_size=CS, workers=3)
+    assert stats.bytes_read == len(data)
+    assert stats.chunks_zero == 8
+    # the random quarter appears twice: its second copy is deduplicated
+    assert stats.chunks_reused == 8
+    disk = DiskManifest(key=1, label="d", capacity_bytes=len(data), chunk_size=CS, chunks=chunks)
+    assert b"".join(restore_blocks(store, disk, workers=2)) == data
+    # a second backup of the same bytes adds nothing
+    _, again = backup_disk(BytesDisk(data), store, chunk_size=CS, workers=2)
+    assert again.bytes_added == 0
+
+
+def test_pipeline_memory_is_bounded(store: ChunkStore) -> None:
+    disk = BytesDisk(os.urandom(4 * 1024 * 1024))
+    backup_disk(disk, store, chunk_size=CS, workers=2)
+    assert disk.max_in_flight <= 2
+
+
+def test_corrupt_chunk_is_detected_on_restore(store: ChunkStore) -> None:
+    data = os.urandom(4 * CS)
+    chunks, _ = backup_disk(BytesDisk(data), store, chunk_size=CS, workers=2)
+    victim = store.path_of(chunks[2])
+    blob = bytearray(victim.read_bytes())
+    blob[-1] ^= 0xFF
+    victim.write_bytes(bytes(blob))
+    disk = DiskManifest(key=1, label="d", capacity_bytes=len(data), chunk_size=CS, chunks=chunks)
+    with pytest.raises(CorruptChunk):
+        b"".join(restore_blocks(store, disk, workers=2))
+    store.path_of(chunks[1]).unlink()
+    with pytest.raises(CorruptChunk, match="missing"):
+        store.get(chunks[1])
+
+
+def test_verify_names_the_differing_chunks(store: ChunkStore) -> None:
+    data = bytearray(os.urandom(8 * CS))
+    chunks, _ = backup_disk(BytesDisk(bytes(data)), store, chunk_size=CS, workers=2)
+    disk = DiskManifest(key=1, label="d", capacity_bytes=len(data), chunk_size=CS, chunks=chunks)
+    assert verify_disk(BytesDisk(bytes(data)), disk, workers=2) == []
+    data[5 * CS + 7] ^= 1
+    assert verify_disk(BytesDisk(bytes(data)), disk, workers=2) == [5]
+
+
+def test_manifest_round_trip_and_no_temp_left(store: ChunkStore) -> None:
+    from datetime import UTC, datetime
+
+    m = VersionManifest(version_id="v1", object_name="vm", created=datetime.now(UTC),
+                        quiesced=True, vm={"name": "vm"},
+                        disks=[DiskManifest(key=1, label="d", capacity_bytes=CS, chunk_size=CS,
+                                            chunks=[None])])
+    write_manifest(store, m)
+    assert read_manifest(store, "v1") == m
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_refuses_a_foreign_directory(tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "precious.txt").write_text("not a store")
+    with pytest.raises(UserError, match="not a dpflow store"):
+        ChunkStore(tmp_path / "x").init()
