@@ -1,0 +1,45 @@
+"""Shared fixtures: one vcsim per test session (HTTPS, verified), a Prefect test server,
+and a fresh data-centre file, store and catalog per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture(scope="session")
+def vcsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from simulators.vcsim import Vcsim
+
+    with Vcsim(workdir=tmp_path_factory.mktemp("vcsim")) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def dc_config(tmp_path: Path, vcsim: object, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A data-centre file pointing at the session's vcsim, with its own store and catalog."""
+    monkeypatch.setenv("DPFLOW_TEST_VC_PASSWORD", vcsim.password)
+    cfg = {
+        "vcenters": [{"name": "vcsim", "host": vcsim.host, "port": vcsim.port,
+                      "user": vcsim.username, "password": {"env": "DPFLOW_TEST_VC_PASSWORD"},
+                      "ca_file": str(vcsim.ca_file)}],
+        "stores": [{"name": "library", "path": "store"}],
+        "snapshot": {"quiesce": "prefer", "quiesce_attempts": 2},
+    }
+    path = tmp_path / "dpflow.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
