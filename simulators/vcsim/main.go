@@ -1,0 +1,148 @@
+// dpflow-vcsim: govmomi's vSphere simulator (0.24.2) made fit for backup tests.
+//
+// On top of stock vcsim it adds: disk content in sparse -flat.vmdk files, point-in-time
+// snapshots (delta disks, consolidation on remove), fault injection at run time
+// (/_fault), a datastore free-space override (/_datastore), and workarounds for three
+// server bugs that break pyVmomi >= 8 (see /work/shared/notes/vcsim.md).
+//
+// Output on stdout, one KEY=VALUE per line, READY last:
+//
+//	DPFLOW_VCSIM_URL=https://127.0.0.1:PORT/sdk
+//	DPFLOW_VCSIM_DATASTORE=LocalDS_0=/tmp/.../govcsim-DC0-LocalDS_0-123
+//	DPFLOW_VCSIM_READY=1
+package main
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"net/url"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+
+	"github.com/vmware/govmomi/simulator"
+)
+
+func main() {
+	addr := flag.String("l", "127.0.0.1:8989", "listen address (port 0 picks a free port)")
+	useTLS := flag.Bool("tls", true, "serve HTTPS")
+	certFile := flag.String("tlscert", "", "PEM server certificate (default: vcsim's built-in RSA-1024 one)")
+	keyFile := flag.String("tlskey", "", "PEM server private key")
+	username := flag.String("username", "", "login user name (empty: any non-empty user/password pass)")
+	password := flag.String("password", "", "login password")
+	faultsFile := flag.String("faults", "", "JSON file with fault rules applied from start-up (list of rules)")
+	dc := flag.Int("dc", 1, "number of datacenters")
+	cluster := flag.Int("cluster", 1, "clusters per datacenter")
+	host := flag.Int("host", 3, "hosts per cluster")
+	standalone := flag.Int("standalone-host", 1, "standalone hosts per datacenter")
+	vms := flag.Int("vm", 2, "VMs per resource pool")
+	ds := flag.Int("ds", 1, "datastores per datacenter")
+	pool := flag.Int("pool", 1, "resource pools per compute resource")
+	trace := flag.Bool("trace", false, "trace SOAP to stderr")
+	flag.Parse()
+
+	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
+	log.SetPrefix("dpflow-vcsim: ")
+
+	if *faultsFile != "" {
+		data, err := os.ReadFile(*faultsFile)
+		if err != nil {
+			log.Fatalf("reading -faults: %s", err)
+		}
+		var rules []*Rule
+		if err := json.Unmarshal(data, &rules); err != nil {
+			log.Fatalf("parsing -faults %s: %s", *faultsFile, err)
+		}
+		for _, r := range rules {
+			if err := faults.add(r); err != nil {
+				log.Fatalf("-faults %s: %s", *faultsFile, err)
+			}
+		}
+	}
+
+	model := simulator.VPX()
+	model.Datacenter = *dc
+	model.Cluster = *cluster
+	model.ClusterHost = *host
+	model.Host = *standalone
+	model.Machine = *vms
+	model.Datastore = *ds
+	model.Pool = *pool
+	if *trace {
+		simulator.Trace = true
+	}
+
+	if err := model.Create(); err != nil {
+		log.Fatalf("creating model: %s", err)
+	}
+
+	listen := &url.URL{Host: *addr}
+	if *username != "" || *password != "" {
+		listen.User = url.UserPassword(*username, *password)
+	}
+	model.Service.Listen = listen
+
+	if *useTLS {
+		cfg := &tls.Config{}
+		if *certFile != "" {
+			cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+			if err != nil {
+				log.Fatalf("loading TLS key pair: %s", err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		model.Service.TLS = cfg
+	}
+
+	installPropertyCollectorFix()
+	installTaskHook()
+	for _, obj := range simulator.Map.All("VirtualMachine") {
+		if fault := ensureDiskFiles(obj.(*simulator.VirtualMachine)); fault != nil {
+			log.Printf("sizing disks of %s: %#v", obj.Reference(), fault)
+		}
+	}
+
+	server := model.Service.NewServer()
+	// Our front handler goes before the simulator's mux. The server is started but
+	// its URL not yet published, so no request can race with this assignment.
+	server.Config.Handler = newFront(server.Config.Handler)
+
+	u := *server.URL
+	u.User = nil
+	fmt.Printf("DPFLOW_VCSIM_URL=%s\n", u.String())
+	for _, d := range datastores() {
+		fmt.Printf("DPFLOW_VCSIM_DATASTORE=%s=%s\n", d.Name, d.Info.GetDatastoreInfo().Url)
+	}
+	fmt.Printf("DPFLOW_VCSIM_READY=1\n")
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	// Do not wait for open connections (a WaitForUpdates could hang forever):
+	// remove the datastore directories and leave.
+	model.Remove()
+	os.Exit(0)
+}
+
+// datastores lists the simulator's datastores sorted by name.
+func datastores() []*simulator.Datastore {
+	var out []*simulator.Datastore
+	for _, e := range simulator.Map.All("Datastore") {
+		out = append(out, e.(*simulator.Datastore))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+func datastoreByName(name string) *simulator.Datastore {
+	for _, d := range datastores() {
+		if d.Name == name {
+			return d
+		}
+	}
+	return nil
+}
