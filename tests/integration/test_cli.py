@@ -1,0 +1,100 @@
+"""Bad input through the CLI: one clear line, exit code 2, no traceback, nothing touched."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dpflow.cli import app
+from simulators.guest_disks import MiB
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture(autouse=True)
+def _api_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def assert_one_line(code: int, out: str, words: str) -> None:
+    assert code == 2, out
+    assert "Traceback" not in out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 1 and words in lines[0], out
+
+
+def edit(cfg: Path, old: str, new: str) -> Path:
+    text = cfg.read_text()
+    assert old in text, text
+    cfg.write_text(text.replace(old, new))
+    return cfg
+
+
+def test_unknown_vm(dc_config: Path, vcsim) -> None:
+    assert_one_line(*run("backup", "vm", "no-such-vm", "-c", str(dc_config)),
+                    "unknown VM 'no-such-vm'")
+
+
+def test_bad_yaml_and_unknown_key(dc_config: Path) -> None:
+    dc_config.write_text(dc_config.read_text() + "retention_dayz: 7\n")
+    assert_one_line(*run("backup", "vm", "x", "-c", str(dc_config)), "unknown key")
+    dc_config.write_text("vcenters: [\n")
+    assert_one_line(*run("backup", "vm", "x", "-c", str(dc_config)), "not valid YAML")
+
+
+def test_unreachable_vcenter(dc_config: Path, vcsim) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    edit(dc_config, f"port: {vcsim.port}", f"port: {closed}")
+    assert_one_line(*run("backup", "vm", "x", "-c", str(dc_config)), "unreachable")
+
+
+def test_wrong_credentials(dc_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DPFLOW_TEST_VC_PASSWORD", "wrong")
+    assert_one_line(*run("backup", "vm", "x", "-c", str(dc_config)), "wrong user or password")
+
+
+def test_untrusted_certificate(dc_config: Path, vcsim, tmp_path: Path) -> None:
+    from simulators.tls import make_certs
+
+    other = make_certs(tmp_path / "other-ca")
+    edit(dc_config, str(vcsim.ca_file), str(other.ca_file))
+    assert_one_line(*run("backup", "vm", "x", "-c", str(dc_config)),
+                    "TLS certificate not trusted")
+
+
+def test_restore_refusals(dc_config: Path, vcsim, tmp_path: Path) -> None:
+    from flows.vm_image import backup_vm_image
+
+    vcsim.create_vm("cli-src", [2 * MiB])
+    r = backup_vm_image(str(dc_config), "cli-src")
+    c = str(dc_config)
+    assert_one_line(*run("restore", "vm", "cli-src", "--version", "nope", "-c", c),
+                    "unknown version 'nope'")
+    vcsim.create_vm("cli-running", [2 * MiB], power_on=True)
+    assert_one_line(*run("restore", "vm", "cli-src", "--as", "cli-running", "--force", "-c", c),
+                    "poweredOn")
+    vcsim.create_vm("cli-off", [2 * MiB])
+    assert_one_line(*run("restore", "vm", "cli-src", "--as", "cli-off", "-c", c),
+                    "already exists")
+    code, out = run("restore", "vm", "cli-src", "--as", "cli-off", "--force", "-c", c)
+    assert code == 0 and r.version_id in out, out
+
+
+def test_backup_and_versions_commands(dc_config: Path, vcsim) -> None:
+    vcsim.create_vm("cli-b1", [2 * MiB])
+    code, out = run("backup", "vm", "cli-b1", "-c", str(dc_config))
+    assert code == 0 and "completed" in out, out
+    code, out = run("versions", "cli-b1", "-c", str(dc_config))
+    assert code == 0 and "cli-b1" in out, out
