@@ -61,6 +61,7 @@ class EvaArray(BusinessCopy):
         self.jobs: dict[str, Job] = {}
         self.seq = 0
         self.job_seconds = 0.0  # how long a job reports Running
+        self.job_mode = False  # answer 4096 + ConcreteJob instead of 0
         if (self.root / "state.json").exists():
             load_state(self)
 

@@ -24,6 +24,7 @@ VERSION = 1
 def save_state(a: EvaArray) -> None:
     state: dict[str, Any] = {
         "version": VERSION, "name": a.name, "seq": a.seq, "job_seconds": a.job_seconds,
+        "job_mode": a.job_mode,
         "pools": [p.__dict__ for p in a.pools.values()],
         "vdisks": [{"name": v.name, "id": v.id, "size": v.size, "pool": v.pool,
                     "role": v.role, "own": sorted(v.disk.own),
@@ -56,6 +57,7 @@ def load_state(a: EvaArray) -> None:
     if state.get("version") != VERSION:
         raise ValueError(f"{a.root}: unsupported state version {state.get('version')}")
     a.name, a.seq, a.job_seconds = state["name"], state["seq"], state["job_seconds"]
+    a.job_mode = state.get("job_mode", False)
     a.pools = {p["name"]: Pool(**p) for p in state["pools"]}
     rows = {r["name"]: r for r in state["vdisks"]}
 
