@@ -66,9 +66,9 @@ def test_wrong_credentials(dc_config: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_untrusted_certificate(dc_config: Path, vcsim, tmp_path: Path) -> None:
-    from simulators.tls import make_certs
+    from simulators.tls import ensure_certs
 
-    other = make_certs(tmp_path / "other-ca")
+    other = ensure_certs(tmp_path / "other-ca")
     edit(dc_config, str(vcsim.ca_file), str(other.ca_file))
     assert_one_line(*run("backup", "vm", "x", "-c", str(dc_config)),
                     "TLS certificate not trusted")
