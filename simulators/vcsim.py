@@ -1,0 +1,408 @@
+"""dpflow's test vCenter: the dpflow-vcsim binary (govmomi's vcsim + our Go main).
+
+``Vcsim`` builds the binary if needed, starts it on a free port with its own work
+directory and TLS certificates, and stops it. The helper methods below are the
+simulated *world* (the guest writing to its disk, an admin creating VMs, faults in the
+network): they use pyVmomi and the datastore files directly, never dpflow's driver,
+so that tests of the driver check it against something it did not build itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from pyVim.connect import Disconnect, SmartConnect
+from pyVim.task import WaitForTask
+from pyVmomi import vim
+
+from simulators.tls import ensure_certs
+
+HERE = Path(__file__).resolve().parent
+BUILD_SCRIPT = HERE / "vcsim" / "build.sh"
+BINARY = HERE / "vcsim" / "build" / "dpflow-vcsim"
+DEFAULT_DATASTORE = "LocalDS_0"
+
+
+def build() -> Path:
+    """Build dpflow-vcsim offline (a no-op when up to date) and return its path."""
+    out = subprocess.run(
+        ["sh", str(BUILD_SCRIPT)], check=True, capture_output=True, text=True, timeout=600
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+class VcsimError(RuntimeError):
+    """The simulator failed to start or answered a control request with an error."""
+
+
+class Vcsim:
+    """A running dpflow-vcsim; use as a context manager.
+
+    ``vms_per_pool`` sizes vcsim's default inventory (DC0, one cluster, one standalone
+    host; 2 per pool gives 4 VMs). ``faults`` are rules loaded at start-up (see
+    ``set_fault``).
+    """
+
+    def __init__(
+        self,
+        username: str = "dpflow",
+        password: str = "dpflow-secret",
+        *,
+        work_dir: Path | str | None = None,
+        cert_dir: Path | str | None = None,
+        vms_per_pool: int = 2,
+        faults: list[dict[str, Any]] | None = None,
+        extra_args: tuple[str, ...] = (),
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.username = username
+        self.password = password
+        self._own_work_dir = work_dir is None
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="dpflow-vcsim-"))
+        self._cert_dir = Path(cert_dir) if cert_dir else self.work_dir / "certs"
+        self._vms_per_pool = vms_per_pool
+        self._faults = faults or []
+        self._extra_args = extra_args
+        self._start_timeout = start_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._si: Any = None
+        self.url = ""
+        self.host = ""
+        self.port = 0
+        self.ca_file = Path()
+        self.datastores: dict[str, Path] = {}
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def __enter__(self) -> Vcsim:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def datastore_dir(self) -> Path:
+        """Directory holding LocalDS_0's files (the datastore's backing store)."""
+        return self.datastores[DEFAULT_DATASTORE]
+
+    def start(self) -> Vcsim:
+        """Start the simulator and wait until it printed its URL and datastores."""
+        binary = build()
+        certs = ensure_certs(self._cert_dir)
+        self.ca_file = certs.ca_file
+        tmp = self.work_dir / "tmp"  # vcsim puts datastore directories in $TMPDIR
+        tmp.mkdir(parents=True, exist_ok=True)
+        args = [
+            str(binary), "-l", "127.0.0.1:0",
+            "-tlscert", str(certs.cert_file), "-tlskey", str(certs.key_file),
+            "-username", self.username, "-password", self.password,
+            "-vm", str(self._vms_per_pool),
+        ]
+        if self._faults:
+            import json
+
+            faults_file = self.work_dir / "faults.json"
+            faults_file.write_text(json.dumps(self._faults))
+            args += ["-faults", str(faults_file)]
+        args += list(self._extra_args)
+        out_path = self.work_dir / "vcsim.out"
+        with open(out_path, "wb") as out, open(self.work_dir / "vcsim.log", "ab") as err:
+            # Files, not pipes: nobody drains a pipe during the test, and a full pipe
+            # would block the simulator.
+            self._proc = subprocess.Popen(
+                args, stdout=out, stderr=err, env={**os.environ, "TMPDIR": str(tmp)},
+                start_new_session=True,
+            )
+        atexit.register(self.stop)
+        deadline = time.monotonic() + self._start_timeout
+        while True:
+            lines = out_path.read_text().splitlines()
+            if "DPFLOW_VCSIM_READY=1" in lines:
+                break
+            if self._proc.poll() is not None:
+                log = (self.work_dir / "vcsim.log").read_text()[-2000:]
+                raise VcsimError(f"dpflow-vcsim exited with {self._proc.returncode}: {log}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise VcsimError(f"dpflow-vcsim not ready after {self._start_timeout} s")
+            time.sleep(0.02)
+        for line in lines:
+            key, _, value = line.partition("=")
+            if key == "DPFLOW_VCSIM_URL":
+                self.url = value
+            elif key == "DPFLOW_VCSIM_DATASTORE":
+                name, _, path = value.partition("=")
+                self.datastores[name] = Path(path)
+        hostport = self.url.split("://", 1)[1].split("/", 1)[0]
+        self.host, _, port = hostport.rpartition(":")
+        self.port = int(port)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM the simulator (SIGKILL after 10 s) and remove its datastore
+        directories, which vcsim leaves behind when killed."""
+        if self._si is not None:
+            try:
+                Disconnect(self._si)
+            except Exception:  # noqa: BLE001 - the server may already be gone
+                pass
+            self._si = None
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for path in self.datastores.values():
+            shutil.rmtree(path, ignore_errors=True)
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        atexit.unregister(self.stop)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # -- clients ------------------------------------------------------------------
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A verifying TLS context trusting only the simulator's CA."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def si(self) -> Any:
+        """A cached pyVmomi ServiceInstance logged in as the configured user."""
+        if self._si is None:
+            self._si = SmartConnect(
+                host=self.host, port=self.port, user=self.username, pwd=self.password,
+                sslContext=self.ssl_context(),
+            )
+        return self._si
+
+    def _control(self, method: str, path: str, body: Any = None) -> Any:
+        r = requests.request(
+            method, self.base_url + path, json=body, verify=str(self.ca_file), timeout=30
+        )
+        if r.status_code >= 400:
+            raise VcsimError(f"{method} {path}: {r.status_code} {r.text.strip()}")
+        return r.json()
+
+    def datastore_url(self, ds_path: str, dc: str = "DC0") -> str:
+        """HTTPS URL of a datastore file, e.g. ``[LocalDS_0] vm/vm-flat.vmdk``."""
+        ds, _, rel = ds_path.partition("] ")
+        return f"{self.base_url}/folder/{rel}?dcPath={dc}&dsName={ds.lstrip('[')}"
+
+    # -- inventory ----------------------------------------------------------------
+
+    def _find_vm(self, name: str) -> Any | None:
+        content = self.si().RetrieveContent()
+        view = content.viewManager.CreateContainerView(
+            content.rootFolder, [vim.VirtualMachine], True
+        )
+        try:
+            for vm in view.view:
+                if vm.name == name:
+                    return vm
+        finally:
+            view.Destroy()
+        return None
+
+    def vm(self, name: str) -> Any:
+        """The pyVmomi VirtualMachine called ``name`` (KeyError if none)."""
+        vm = self._find_vm(name)
+        if vm is None:
+            raise KeyError(f"no VM named {name!r}")
+        return vm
+
+    def vm_exists(self, name: str) -> bool:
+        return self._find_vm(name) is not None
+
+    def create_vm(
+        self, name: str, disk_sizes: list[int], power_on: bool = False,
+        datastore: str = DEFAULT_DATASTORE,
+    ) -> str:
+        """Create VM ``name`` with a SCSI controller and one thin disk per size (bytes,
+        multiples of 1 KiB), files created on ``datastore``. Returns the VM's moref."""
+        content = self.si().RetrieveContent()
+        dc = content.rootFolder.childEntity[0]
+        pool = next(
+            cr.resourcePool for cr in dc.hostFolder.childEntity
+            if isinstance(cr, vim.ClusterComputeResource)
+        )
+        controller = vim.vm.device.VirtualDeviceSpec(
+            operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
+            device=vim.vm.device.ParaVirtualSCSIController(
+                key=-100, busNumber=0,
+                sharedBus=vim.vm.device.VirtualSCSIController.Sharing.noSharing,
+            ),
+        )
+        changes = [controller]
+        units = [u for u in range(16) if u != 7]
+        for i, size in enumerate(disk_sizes):
+            if size % 1024:
+                raise ValueError(f"disk size {size} is not a multiple of 1 KiB")
+            changes.append(vim.vm.device.VirtualDeviceSpec(
+                operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
+                fileOperation=vim.vm.device.VirtualDeviceSpec.FileOperation.create,
+                device=vim.vm.device.VirtualDisk(
+                    key=-(200 + i), controllerKey=-100, unitNumber=units[i],
+                    capacityInKB=size // 1024, capacityInBytes=size,
+                    backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
+                        diskMode="persistent", thinProvisioned=True, fileName=f"[{datastore}]",
+                    ),
+                ),
+            ))
+        spec = vim.vm.ConfigSpec(
+            name=name, memoryMB=64, numCPUs=1, guestId="otherLinux64Guest",
+            files=vim.vm.FileInfo(vmPathName=f"[{datastore}]"), deviceChange=changes,
+        )
+        task = dc.vmFolder.CreateVM_Task(config=spec, pool=pool)
+        WaitForTask(task)
+        vm = task.info.result
+        if power_on:
+            WaitForTask(vm.PowerOnVM_Task())
+        return str(vm._moId)
+
+    # -- disks --------------------------------------------------------------------
+
+    def _disks(self, vm_name: str) -> list[Any]:
+        devices = self.vm(vm_name).config.hardware.device
+        return [d for d in devices if isinstance(d, vim.vm.device.VirtualDisk)]
+
+    def local_path(self, ds_path: str) -> Path:
+        """Local file of ``[DS] dir/file``."""
+        ds, _, rel = ds_path.partition("] ")
+        return self.datastores[ds.lstrip("[")] / rel
+
+    def flat_path(self, ds_path: str) -> Path:
+        """The -flat file holding the bytes of descriptor ``[DS] dir/x.vmdk``."""
+        local = self.local_path(ds_path)
+        return local.with_name(local.name.removesuffix(".vmdk") + "-flat.vmdk")
+
+    def current_disk_path(self, vm_name: str, index: int) -> Path:
+        """The -flat file the guest writes to now: after a snapshot, the delta's."""
+        return self.flat_path(self._disks(vm_name)[index].backing.fileName)
+
+    def read_current_disk(self, vm_name: str, index: int) -> Path:
+        """Same as current_disk_path: what a reader of the live disk would see."""
+        return self.current_disk_path(vm_name, index)
+
+    def snapshot_disk_path(self, vm_name: str, snapshot_name: str, index: int) -> Path:
+        """The -flat file frozen by snapshot ``snapshot_name`` (as its config shows)."""
+        snap = self._snapshot(vm_name, snapshot_name)
+        disks = [
+            d for d in snap.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)
+        ]
+        return self.flat_path(disks[index].backing.fileName)
+
+    def seed_disk(self, vm_name: str, index: int, src: Path | bytes) -> None:
+        """Replace the disk's content with ``src`` (bytes or a file, copied sparse:
+        holes stay holes); the rest of the disk reads as zeros."""
+        dst = self.current_disk_path(vm_name, index)
+        size = dst.stat().st_size
+        with open(dst, "r+b") as out:
+            out.truncate(0)
+            out.truncate(size)
+            if isinstance(src, bytes | bytearray | memoryview):
+                if len(src) > size:
+                    raise ValueError(f"{len(src)} bytes do not fit a {size}-byte disk")
+                out.write(src)
+                return
+            with open(src, "rb") as inp:
+                length = os.fstat(inp.fileno()).st_size
+                if length > size:
+                    raise ValueError(f"{src} ({length} bytes) does not fit a {size}-byte disk")
+                _copy_data_extents(inp.fileno(), out.fileno(), length)
+
+    def guest_write(self, vm_name: str, index: int, offset: int, data: bytes) -> None:
+        """Write as the guest would: into the current (delta, if any) disk file."""
+        dst = self.current_disk_path(vm_name, index)
+        if offset + len(data) > dst.stat().st_size:
+            raise ValueError("write beyond the end of the disk")
+        fd = os.open(dst, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, offset)
+        finally:
+            os.close(fd)
+
+    # -- snapshots ----------------------------------------------------------------
+
+    def _snapshot_trees(self, vm_name: str) -> list[Any]:
+        info = self.vm(vm_name).snapshot
+        out: list[Any] = []
+        todo = list(info.rootSnapshotList) if info else []
+        while todo:
+            node = todo.pop(0)
+            out.append(node)
+            todo.extend(node.childSnapshotList)
+        return out
+
+    def _snapshot(self, vm_name: str, name: str) -> Any:
+        for node in self._snapshot_trees(vm_name):
+            if node.name == name:
+                return node.snapshot
+        raise KeyError(f"VM {vm_name!r} has no snapshot {name!r}")
+
+    def snapshot_names(self, vm_name: str) -> list[str]:
+        return [node.name for node in self._snapshot_trees(vm_name)]
+
+    def snapshot_count(self, vm_name: str) -> int:
+        return len(self._snapshot_trees(vm_name))
+
+    # -- faults -------------------------------------------------------------------
+
+    def set_fault(self, **rule: Any) -> dict[str, Any]:
+        """Add a fault rule; returns it with its id. Keys: method (SOAP method, e.g.
+        "CreateSnapshot_Task") or path (regex on the URL path), kind (task | soap |
+        http | drop | drop_after | delay), count (first N calls, 0 = always), fault
+        (vim25 fault name), status, message, ms, bytes, verb (HTTP method filter)."""
+        rules = self._control("POST", "/_fault", rule)["rules"]
+        return rules[-1]
+
+    def clear_faults(self) -> None:
+        self._control("DELETE", "/_fault")
+
+    def faults(self) -> list[dict[str, Any]]:
+        """Rules with their ``hits`` counters and ``active`` flags."""
+        return self._control("GET", "/_fault")["rules"]
+
+    def set_datastore_free(self, free: int | None, name: str = DEFAULT_DATASTORE) -> None:
+        """Make the datastore report ``free`` bytes of free space (None: the real value)."""
+        if free is None:
+            self._control("DELETE", f"/_datastore?name={name}")
+        else:
+            self._control("POST", "/_datastore", {"name": name, "freeSpace": free})
+
+
+def _copy_data_extents(src: int, dst: int, length: int) -> None:
+    """Copy [0, length) from src to dst at the same offsets, skipping holes."""
+    off = 0
+    while off < length:
+        try:
+            data = os.lseek(src, off, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole remains
+            return
+        hole = os.lseek(src, data, os.SEEK_HOLE)
+        pos = data
+        while pos < hole:
+            n = os.copy_file_range(src, dst, hole - pos, pos, pos)
+            if n == 0:
+                break
+            pos += n
+        off = hole
