@@ -54,7 +54,8 @@ def spc_path(a: EvaArray, host: str) -> CIMInstanceName:
 
 
 def group_path(a: EvaArray, name: str, replica_set: bool) -> CIMInstanceName:
-    return path("CIM_ReplicationGroup", InstanceID=f"{a.name}:{'RS' if replica_set else 'G'}:{name}")
+    tag = "RS" if replica_set else "G"
+    return path("CIM_ReplicationGroup", InstanceID=f"{a.name}:{tag}:{name}")
 
 
 def job_path(job_id: str) -> CIMInstanceName:
@@ -87,7 +88,7 @@ def _sync_props(a: EvaArray, kind: str, status: str) -> dict[str, object]:
     return dict(SyncMaintained=kind == "mirrorclone", CopyState=Uint16(copy_state),
                 SyncState=Uint16(sync_state), CopyType=Uint16(copy_type),
                 SyncType=Uint16(sync_type), Mode=Uint16(mode),
-                PercentSynced=Uint16(50 if status == "copying" else 100))
+                PercentSynced=Uint16(50 if status == "copying" else 100), Description=kind)
 
 
 def build(a: EvaArray) -> Iterator[CIMInstance]:
