@@ -24,7 +24,19 @@ var hookRef = types.ManagedObjectReference{Type: "DpflowTaskHook", Value: "dpflo
 
 func (taskHook) Reference() types.ManagedObjectReference { return hookRef }
 
-func (taskHook) UpdateObject(mo.Reference, []types.PropertyChange) {}
+// UpdateObject gives an injected task fault its message as localizedMessage (what
+// pyVmomi shows as the exception's msg); vcsim's Task.Run puts the Go type name there.
+func (taskHook) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
+	t, ok := obj.(*mo.Task)
+	if !ok || t.Info.Error == nil || t.Info.Error.Fault == nil {
+		return
+	}
+	for _, m := range t.Info.Error.Fault.GetMethodFault().FaultMessage {
+		if m.Key == injectedKey {
+			t.Info.Error.LocalizedMessage = m.Message
+		}
+	}
+}
 
 func (taskHook) RemoveObject(types.ManagedObjectReference) {}
 
@@ -138,9 +150,11 @@ func faultByName(name, message string) (types.BaseMethodFault, bool) {
 		return nil, false
 	}
 	if message != "" {
-		f.GetMethodFault().FaultMessage = []types.LocalizableMessage{{Key: "dpflow.injected", Message: message}}
+		f.GetMethodFault().FaultMessage = []types.LocalizableMessage{{Key: injectedKey, Message: message}}
 	}
 	return f, true
 }
+
+const injectedKey = "dpflow.injected"
 
 func logf(format string, args ...interface{}) { log.Printf(format, args...) }
