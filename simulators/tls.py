@@ -69,12 +69,10 @@ def _still_valid(files: CertFiles, hosts: tuple[str, ...]) -> bool:
         serialization.load_pem_private_key(files.key_file.read_bytes(), password=None)
         cert.verify_directly_issued_by(ca)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (OSError, ValueError, x509.ExtensionNotFound, TypeError):
-        return False
-    except Exception:  # InvalidSignature and friends: regenerate
+    except Exception:  # missing, unreadable, foreign or badly signed: regenerate
         return False
     now = dt.datetime.now(dt.UTC)
-    if cert.not_valid_after_utc - now < _RENEW_BEFORE or ca.not_valid_after_utc - now < _RENEW_BEFORE:
+    if min(cert.not_valid_after_utc, ca.not_valid_after_utc) - now < _RENEW_BEFORE:
         return False
     return all(name in list(san) for name in _san(hosts))
 
