@@ -583,3 +583,43 @@ func forgetVM(vm types.ManagedObjectReference) {
 		}
 	}
 }
+
+// cloneVM protects the source from vcsim's CloneVM, which blanks the file names of
+// the source's own disk objects (it builds the clone's spec from them in place),
+// and gives the clone a copy of the source's current disk content.
+func cloneVM(vmRef types.ManagedObjectReference, t *simulator.Task, run runFunc) (types.AnyType, types.BaseMethodFault) {
+	vm := simulator.Map.Get(vmRef).(*simulator.VirtualMachine)
+	saved := vm.Config.Hardware.Device
+	vm.Config.Hardware.Device = copyDevices(saved)
+	res, fault := run(t)
+	vm.Config.Hardware.Device = saved
+	if fault != nil {
+		return res, fault
+	}
+	clone, ok := simulator.Map.Get(res.(types.ManagedObjectReference)).(*simulator.VirtualMachine)
+	if !ok {
+		return res, nil
+	}
+	var src, dst []string
+	for _, d := range saved {
+		if disk, b := flatBacking(d); disk != nil {
+			src = append(src, b.FileName)
+		}
+	}
+	for _, d := range clone.Config.Hardware.Device {
+		if disk, b := flatBacking(d); disk != nil {
+			dst = append(dst, b.FileName)
+		}
+	}
+	for i := 0; i < len(src) && i < len(dst); i++ {
+		sl, err1 := localPath(src[i])
+		dl, err2 := localPath(dst[i])
+		if err1 != nil || err2 != nil {
+			return res, fileFault(dst[i], fmt.Errorf("bad path"))
+		}
+		if err := copySparse(flatName(sl), flatName(dl)); err != nil {
+			return res, fileFault(dst[i], err)
+		}
+	}
+	return res, nil
+}

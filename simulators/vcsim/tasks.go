@@ -123,6 +123,8 @@ func wrapTask(id string, entity types.ManagedObjectReference, t *simulator.Task,
 			}
 		}
 		return res, fault
+	case "VirtualMachine.cloneVm": // vm locked
+		return cloneVM(entity, t, run)
 	case "VirtualMachine.destroy":
 		res, fault := run(t)
 		if fault == nil {

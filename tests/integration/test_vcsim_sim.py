@@ -272,3 +272,15 @@ def test_certs_reused_and_strong(tmp_path) -> None:
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
     first.cert_file.write_text("garbage")
     assert ensure_certs(tmp_path).cert_file.read_bytes().startswith(b"-----BEGIN CERTIFICATE")
+
+
+def test_clone_copies_content_and_keeps_source(sim: Vcsim) -> None:
+    sim.create_vm("clone-src", [MiB])
+    sim.seed_disk("clone-src", 0, b"source bytes")
+    vm = sim.vm("clone-src")
+    WaitForTask(vm.CreateSnapshot_Task(name="s", memory=False, quiesce=False))
+    spec = vim.vm.CloneSpec(location=vim.vm.RelocateSpec(pool=vm.resourcePool))
+    WaitForTask(vm.CloneVM_Task(folder=vm.parent, name="clone-dst", spec=spec))
+    # stock vcsim blanked the source's disk file names here
+    assert sim.current_disk_path("clone-src", 0).name == "clone-src-000001-flat.vmdk"
+    assert sim.current_disk_path("clone-dst", 0).read_bytes()[:12] == b"source bytes"
