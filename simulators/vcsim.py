@@ -10,6 +10,7 @@ so that tests of the driver check it against something it did not build itself.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import signal
@@ -110,8 +111,6 @@ class Vcsim:
             "-vm", str(self._vms_per_pool),
         ]
         if self._faults:
-            import json
-
             faults_file = self.work_dir / "faults.json"
             faults_file.write_text(json.dumps(self._faults))
             args += ["-faults", str(faults_file)]
