@@ -36,6 +36,19 @@ SYNC_TYPE = {ReplicaKind.SNAPSHOT: 7, ReplicaKind.VSNAP: 7, ReplicaKind.SNAPCLON
 OP = {"detach": 8, "fracture": 12, "resync": 14, "restore": 15, "delete": 19}
 
 
+def connect(url: str, user: str, password: str, ca_file: str | None = None,
+            namespace: str = "root/eva", timeout: float = 30.0) -> pywbem.WBEMConnection:
+    """A WBEMConnection that verifies the array's certificate against `ca_file`.
+
+    Why trust_env is turned off: requests lets REQUESTS_CA_BUNDLE (set on many hosts)
+    override the session's CA per request, so the provider's own CA would be ignored.
+    """
+    conn = pywbem.WBEMConnection(url, (user, password), default_namespace=namespace,
+                                 ca_certs=ca_file, timeout=timeout)
+    conn.session.trust_env = False
+    return conn
+
+
 def rc_error(method: str, rc: int, words: str | None) -> Exception:
     """The dpflow error for an SMI-S return code (words: what the array said, if any)."""
     msg = f"{method} returned {rc} ({RC_WORDS.get(rc, 'vendor specific')})"
