@@ -58,7 +58,7 @@ def run_dpflow(img: Path, work: Path, size: int) -> dict[str, float]:
     from flows.vm_image import backup_vm_image, restore_vm_image
 
     _quiet_prefect_console()
-    with Vcsim(workdir=work / "vcsim") as sim:
+    with Vcsim(work_dir=work / "vcsim") as sim:
         sim.create_vm("bench", [size])
         sim.seed_disk("bench", 0, img)
         cfg = str(write_config(work, sim))

@@ -87,7 +87,7 @@ def run_demo(workdir: Path, disk_mib: int, console: Console) -> None:
             p.unlink()
     console.rule("[bold]dpflow demo data centre")
     t_start = time.perf_counter()
-    with Vcsim(workdir=workdir / "vcsim") as sim:
+    with Vcsim(work_dir=workdir / "vcsim") as sim:
         console.print(f"vCenter simulator: {sim.url} (TLS verified with {sim.ca_file.name})")
         size = disk_mib * MiB
         vms = {"web01": [size, size // 4], "db01": [size]}

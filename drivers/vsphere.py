@@ -33,7 +33,6 @@ _TRANSIENT_FAULTS: tuple[type, ...] = (
     vim.fault.ApplicationQuiesceFault,
     vim.fault.TaskInProgress,
     vim.fault.Timedout,
-    vim.fault.HostCommunication,
     vim.fault.ResourceInUse,
     vmodl.fault.HostCommunication,
     vmodl.fault.SystemError,
@@ -66,7 +65,7 @@ def translate(exc: BaseException, what: str) -> Exception:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return UserError(f"{what}: TLS certificate not trusted ({exc.verify_message}); "
                          f"set ca_file to the CA that signed it")
-    if isinstance(exc, _NETWORK_ERRORS | requests.ConnectionError | requests.Timeout):
+    if isinstance(exc, (*_NETWORK_ERRORS, requests.ConnectionError, requests.Timeout)):
         return TransientError(f"{what}: {type(exc).__name__}: {exc}")
     return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
 
@@ -359,8 +358,10 @@ class DatastoreDisk:
             start = offset + len(buf)
             end = offset + length - 1
             try:
+                # verify= per request: REQUESTS_CA_BUNDLE would override a session's own
                 with self._session().get(self.url, headers={"Range": f"bytes={start}-{end}"},
-                                         stream=True, timeout=(10, 60)) as r:
+                                         stream=True, timeout=(10, 60),
+                                         verify=self._verify) as r:
                     if r.status_code == 404:
                         raise PermanentError(f"disk file not found: {self.url.split('?')[0]}")
                     if r.status_code >= 500 or r.status_code == 429:
@@ -370,6 +371,9 @@ class DatastoreDisk:
                     for piece in r.iter_content(chunk_size=1 << 20):
                         buf += piece
                         failures = 0
+            except requests.exceptions.SSLError as exc:
+                raise UserError(f"TLS certificate of the datastore server not trusted: {exc}; "
+                                f"set ca_file to the CA that signed it") from exc
             except (requests.RequestException, OSError, TransientError) as exc:
                 failures += 1
                 self._local.session = None

@@ -31,16 +31,21 @@ def make_ext4(path: Path, size: int, files: dict[str, bytes]) -> None:
                         str(path)], check=True, capture_output=True)
 
 
-def demo_files(seed: int, count: int = 40) -> dict[str, bytes]:
+def demo_files(seed: int, budget: int) -> dict[str, bytes]:
+    """Log-like and binary files, about `budget` bytes in all."""
     rng = random.Random(seed)
-    files = {}
-    for i in range(count):
+    files: dict[str, bytes] = {}
+    used = 0
+    for i in range(10_000):
+        if used >= budget:
+            break
         if i % 3 == 0:
             body = "".join(f"{i:04d} INFO service started pid={rng.randint(1, 65535)}\n"
                            for _ in range(rng.randint(50, 2000))).encode()
             files[f"var/log/app{i}.log"] = body
         else:
             files[f"srv/data/blob{i}.bin"] = rng.randbytes(rng.randint(1, 512) * 1024)
+        used += len(files[next(reversed(files))])
     files["etc/hostname"] = f"guest-{seed}\n".encode()
     return files
 
@@ -48,7 +53,7 @@ def demo_files(seed: int, count: int = 40) -> dict[str, bytes]:
 def make_guest_disk(path: Path, size: int, seed: int) -> None:
     """ext4 in the first quarter, random bytes in the second, zeros in the rest."""
     fs_size = max(8 * MiB, size // 4)
-    make_ext4(path, fs_size, demo_files(seed))
+    make_ext4(path, fs_size, demo_files(seed, fs_size // 2))
     rng = random.Random(seed + 1)
     with open(path, "r+b") as f:
         f.truncate(size)

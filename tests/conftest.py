@@ -17,7 +17,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 def vcsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from simulators.vcsim import Vcsim
 
-    with Vcsim(workdir=tmp_path_factory.mktemp("vcsim")) as sim:
+    with Vcsim(work_dir=tmp_path_factory.mktemp("vcsim")) as sim:
         yield sim
 
 

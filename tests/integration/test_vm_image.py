@@ -163,7 +163,7 @@ def test_remove_snapshot_fault_is_retried(vcsim, dc_config, tmp_path):
     from flows.vm_image import backup_vm_image
 
     vm, _ = new_vm(vcsim, tmp_path, [4 * MiB])
-    vcsim.set_fault(method="RemoveSnapshot_Task", kind="task", fault="TaskInProgress", count=2)
+    vcsim.set_fault(method="RemoveSnapshot_Task", kind="task", fault="Timedout", count=2)
     r = backup_vm_image(str(dc_config), vm)
     assert r.status == "completed" and r.snapshot_removed
     assert vcsim.snapshot_count(vm) == 0
@@ -173,7 +173,7 @@ def test_remove_snapshot_failing_for_good_is_loud(vcsim, dc_config, tmp_path):
     from flows.vm_image import backup_vm_image
 
     vm, _ = new_vm(vcsim, tmp_path, [4 * MiB])
-    vcsim.set_fault(method="RemoveSnapshot_Task", kind="task", fault="TaskInProgress", count=0)
+    vcsim.set_fault(method="RemoveSnapshot_Task", kind="task", fault="Timedout", count=0)
     with pytest.raises(DpflowError, match="snapshot .* was left"):
         backup_vm_image(str(dc_config), vm)
     assert vcsim.snapshot_count(vm) == 1
