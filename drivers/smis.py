@@ -49,6 +49,10 @@ def connect(url: str, user: str, password: str, ca_file: str | None = None,
     return conn
 
 
+class JobStillRunning(TransientError):
+    """The deadline passed but the array's job goes on: its effect may still appear."""
+
+
 def rc_error(method: str, rc: int, words: str | None) -> Exception:
     """The dpflow error for an SMI-S return code (words: what the array said, if any)."""
     msg = f"{method} returned {rc} ({RC_WORDS.get(rc, 'vendor specific')})"
@@ -150,7 +154,7 @@ class SmisArray:
                     f"{what} job {JOB_DONE[state]} (ErrorCode {inst['ErrorCode']}): "
                     f"{inst['ErrorDescription']}")
             if self.clock() >= end:
-                raise TransientError(f"{what} job still running after {deadline_s:g}s "
+                raise JobStillRunning(f"{what} job still running after {deadline_s:g}s "
                                      f"({inst['PercentComplete']}% done)")
             time.sleep(self.poll_s)
 
@@ -221,13 +225,15 @@ class SmisArray:
             params["TargetPool"] = self._pool_path(pool)
         if kind in (ReplicaKind.SNAPSHOT, ReplicaKind.VSNAP):
             params["Goal"] = self._setting(kind)
-        out = self._invoke("CIM_ReplicationService", "CreateGroup", 60.0,
+        out = self._invoke("CIM_ReplicationService", "CreateGroup", deadline_s,
                            GroupName=f"{name}.sources", Persistent=True,
                            Members=[vols[s].path for s in sources])
         group = out["ReplicationGroup"]
         try:
             self._invoke("CIM_ReplicationService", "CreateGroupReplica", deadline_s,
                          SourceGroup=group, **params)
+        except JobStillRunning:
+            raise  # the set may still appear: delete_replica_set will drop the group
         except BaseException:
             self._drop_group(group)  # compensation: no source group left behind
             raise

@@ -23,6 +23,7 @@ from simulators.eva.objects import Missing, Refusal
 MOF = Path(__file__).with_name("eva.mof")
 JOB_STARTED = 4096
 OPERATIONS = {8: "detach", 12: "fracture", 14: "resync", 15: "restore", 19: "delete"}
+SYNC_ONLY = {"creategroup", "deletegroup", "exposepaths", "hidepaths"}  # metadata: answer 0
 SERVICES = ["CIM_StorageConfigurationService", "CIM_ControllerConfigurationService",
             "CIM_ReplicationService"]
 
@@ -60,7 +61,7 @@ class EvaProvider(MethodProvider):
             raise CIMError(pywbem.CIM_ERR_NOT_FOUND, e.words) from None
         except Refusal as e:
             return Uint32(e.rc), {"ErrorDescription": e.words}
-        if self.array.job_mode:
+        if self.array.job_mode and methodname.lower() not in SYNC_ONLY:
             return self._job(methodname, affected, out, None)
         return Uint32(0), out
 

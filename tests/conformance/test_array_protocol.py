@@ -8,6 +8,7 @@ the in-process faked connection. Any other ArrayDriver gets a new `rig` param.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from dpflow.errors import NotFound, PermanentError, TransientError, UserError
 from drivers.array_protocol import ArrayDriver, ReplicaKind, ReplicaState
 from drivers.smis import SmisArray
-from dpflow.errors import NotFound, PermanentError, TransientError, UserError
 from simulators.eva import EvaArray
 from simulators.eva.cim import faked_connection
 from simulators.eva.process import EvaServer
@@ -41,7 +42,7 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     root: Path = tmp_path_factory.mktemp(request.param)
     if request.param == "https":
         with EvaServer.start(root, pools={POOL: 256 * MiB}, hosts=HOSTS) as eva:
-            drv = SmisArray(eva.connection(timeout=2.0), poll_s=0.02)
+            drv = SmisArray(eva.connection(timeout=1.0), poll_s=0.02)
             yield Rig(drv, eva.faults, eva.host_port, eva.set_jobs)
             drv.close()
     else:
@@ -151,6 +152,7 @@ def test_group_is_one_point_in_time_under_a_concurrent_writer(rig: Rig) -> None:
             n += 1
             host.write(a, 0, n.to_bytes(8, "big"))
             host.write(b, 0, n.to_bytes(8, "big"))
+            time.sleep(0.0005)  # let the driver's polls through (one GIL in faked mode)
         count[0] = n
 
     t = threading.Thread(target=writer)
@@ -257,7 +259,7 @@ def test_injected_provider_timeout(rig: Rig) -> None:
     d = rig.driver
     d.create_vdisk("v1", MiB, POOL)
     d.create_replica_set("r", ["v1"], ReplicaKind.SNAPSHOT)
-    rig.faults.hang("ModifyReplicaSynchronization", seconds=2.5)
+    rig.faults.hang("ModifyReplicaSynchronization", seconds=1.3)
     with pytest.raises(TransientError):
         d.restore("r")
     d.restore("r")  # the fault was for one call: a retry works
@@ -266,7 +268,7 @@ def test_injected_provider_timeout(rig: Rig) -> None:
 def test_job_deadline(rig: Rig) -> None:
     d = rig.driver
     d.create_vdisk("v1", MiB, POOL)
-    rig.set_jobs(True, 30.0)
+    rig.set_jobs(True, 0.6)
     with pytest.raises(TransientError, match="still running"):
         d.create_replica_set("slow", ["v1"], ReplicaKind.SNAPSHOT, deadline_s=0.2)
     rig.set_jobs(False)
