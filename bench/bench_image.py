@@ -49,15 +49,16 @@ def run_restic(img: Path, work: Path) -> dict[str, float]:
 
 def run_dpflow(img: Path, work: Path, size: int) -> dict[str, float]:
     os.environ["DPFLOW_HOME"] = str(work / "home")
+    from dpflow.prefect_server import quiet_console
+
+    quiet_console()
     from dpflow import prefect_server
     from dpflow.demo import file_digest, write_config
     from simulators.vcsim import Vcsim
 
     prefect_server.ensure_server()
-    from dpflow.cli import _quiet_prefect_console
     from flows.vm_image import backup_vm_image, restore_vm_image
 
-    _quiet_prefect_console()
     with Vcsim(work_dir=work / "vcsim") as sim:
         sim.create_vm("bench", [size])
         sim.seed_disk("bench", 0, img)

@@ -7,8 +7,6 @@ traceback.
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +18,12 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from dpflow.errors import DpflowError, UserError
+from dpflow.prefect_server import quiet_console, quiet_defaults
+
+# before anything imports Prefect: the CLI prints its own one-line summaries; full run
+# logs (with tracebacks) still reach the Prefect server and its UI
+quiet_defaults()
+quiet_console()
 
 app = typer.Typer(help="dpflow: VM data protection as Prefect flows.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -43,10 +47,10 @@ def _guard(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except UserError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except DpflowError as exc:
-        err.print(f"[bold red]failed:[/] {exc}", highlight=False)
+        err.print(f"[bold red]failed:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -62,22 +66,8 @@ def _prepare(config: Path, *, touch_vcenter: bool = True) -> str:
             for vc in env.dc.vcenters:
                 env.hypervisor(vc.name).check()
         prefect_server.ensure_server()
-        _quiet_prefect_console()
         return str(config.resolve())
     return _guard(go)
-
-
-def _quiet_prefect_console() -> None:
-    """Prefect prints run logs with tracebacks; the CLI prints its own one-line summaries.
-
-    The logs still reach the Prefect server and its UI in full.
-    """
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine",
-                 "prefect.task_engine"):
-        for h in logging.getLogger(name).handlers:
-            if type(h).__name__ != "APILogHandler":
-                h.setLevel(logging.CRITICAL + 1)
 
 
 class RichProgress:

@@ -105,9 +105,6 @@ def run_demo(workdir: Path, disk_mib: int, console: Console) -> None:
                                   f"{sum(s) // MiB} MiB)" for vm, s in vms.items()))
         config = write_config(workdir, sim)
         api = prefect_server.ensure_server()
-        from dpflow.cli import _quiet_prefect_console
-
-        _quiet_prefect_console()
         console.print(f"Prefect UI: [link]{prefect_server.ui_url(api)}[/link]")
 
         from flows.vm_image import backup_vms, restore_vm_image

@@ -50,7 +50,7 @@ class Environment:
                 continue
         names = ", ".join(v.name for v in self.dc.vcenters)
         raise NotFound(f"unknown VM '{vm}': no vCenter in the config ({names}) has it; "
-                       f"`dpflow vms` lists them")
+                       f"check the name in the vSphere client")
 
     def catalog(self) -> Catalog:
         with _lock:

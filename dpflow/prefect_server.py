@@ -41,6 +41,12 @@ def quiet_defaults() -> None:
     """Settings every dpflow process wants before Prefect reads its configuration."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_HOME", str(home() / "prefect"))
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+
+
+def quiet_console() -> None:
+    """Keep Prefect's run logs off the terminal (they still go to the server and UI)."""
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 
 
 def ensure_server() -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from dpflow.cli import app
 from simulators.guest_disks import MiB
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -22,8 +23,10 @@ def _api_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
+    """The CLI as a user runs it: its own process, its own stdout and stderr."""
+    p = subprocess.run([sys.executable, "-m", "dpflow.cli", *args], capture_output=True,
+                       text=True, env=dict(os.environ, COLUMNS="200"), timeout=300)
+    return p.returncode, p.stdout + p.stderr
 
 
 def assert_one_line(code: int, out: str, words: str) -> None:
