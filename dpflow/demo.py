@@ -139,10 +139,10 @@ def run_demo(workdir: Path, disk_mib: int, console: Console) -> None:
                      time.perf_counter() - t_start)
     console.rule("report")
     console.print(report["table"])
-    from prefect.artifacts import create_markdown_artifact
+    from flows.reports import publish_report
 
-    create_markdown_artifact(markdown=report["markdown"], key="dpflow-demo-report",
-                             description="dpflow demo data centre: backup, restore, verify")
+    publish_report(report["markdown"], "dpflow-demo-report",
+                   "dpflow demo data centre: backup, restore, verify")
     console.print(f"report also saved as Prefect artifact 'dpflow-demo-report' "
                   f"({prefect_server.ui_url(api)}/artifacts)")
     if not ok:
