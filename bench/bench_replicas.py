@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 import time
 
-from drivers.array_protocol import ReplicaKind
+from drivers.protocols import ReplicaKind
 from drivers.smis import SmisArray
 from simulators.eva import EvaArray
 from simulators.eva.cim import faked_connection

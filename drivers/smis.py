@@ -8,6 +8,7 @@ dpflow.errors, keeping the array's words (httpx's boundary rule).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,8 @@ import pywbem
 from pywbem import CIMInstanceName, Uint16, Uint64
 
 from dpflow.errors import NotFound, PermanentError, TransientError, UserError
-from drivers.array_protocol import (
+from drivers.protocols import (
+    OutOfSpace,
     PoolInfo,
     Presentation,
     Replica,
@@ -33,6 +35,7 @@ RC_WORDS = {1: "Not Supported", 2: "Unknown", 3: "Timeout", 4: "Failed",
 JOB_DONE = {7: "Completed", 8: "Terminated", 9: "Killed", 10: "Exception"}
 SYNC_TYPE = {ReplicaKind.SNAPSHOT: 7, ReplicaKind.VSNAP: 7, ReplicaKind.SNAPCLONE: 8,
              ReplicaKind.MIRRORCLONE: 6}
+NO_SPACE = re.compile(r"(insufficient|not enough|no) (free )?(space|capacity)", re.I)
 OP = {"detach": 8, "fracture": 12, "resync": 14, "restore": 15, "delete": 19}
 
 
@@ -62,6 +65,8 @@ def rc_error(method: str, rc: int, words: str | None) -> Exception:
         return TransientError(msg)
     if rc == 5 or 4097 <= rc <= 4103:
         return UserError(msg)
+    if words and NO_SPACE.search(words):
+        return OutOfSpace(msg)
     return PermanentError(msg)
 
 

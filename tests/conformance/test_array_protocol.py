@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from dpflow.errors import NotFound, PermanentError, TransientError, UserError
-from drivers.array_protocol import ArrayDriver, ReplicaKind, ReplicaState
+from drivers.protocols import ArrayDriver, ReplicaKind, ReplicaState
 from drivers.smis import SmisArray
 from simulators.eva import EvaArray
 from simulators.eva.cim import faked_connection
