@@ -103,16 +103,49 @@ class Proxy(Strict):
     workers: int = Field(2, ge=1, le=64)
 
 
+class Array(Strict):
+    """A disk array driven through its SMI-S provider (an EVA's Command View, ...)."""
+
+    name: str
+    driver: Literal["smis"] = "smis"
+    host: str
+    port: int = 5989
+    user: str
+    password: SecretRef
+    ca_file: Path | None = Field(
+        None, description="CA bundle that signed the provider's certificate (verification is on)"
+    )
+    namespace: str = "root/eva"
+    timeout_s: float = Field(30.0, gt=0, description="one SMI-S request")
+    job_deadline_s: float = Field(600.0, gt=0, description="how long an array job may run")
+    backup_host: str = Field(description="the array's name for the backup host that replicas "
+                             "are presented to")
+    pool: str | None = Field(None, description="disk group for replicas (default: the source's)")
+    replica_kind: Literal["snapshot", "vsnap", "snapclone", "mirrorclone"] = "snapclone"
+    keep: int = Field(3, ge=1, le=64, description="replica sets kept per LUN group (rotation)")
+    policy: Literal["strict", "loose"] = Field(
+        "strict", description="strict: fail if the kind cannot be made; loose: fall back to a "
+        "cheaper kind when the array lacks space, recorded in the version")
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+
 class DataCentre(Strict):
-    vcenters: list[VCenter] = Field(min_length=1)
+    vcenters: list[VCenter] = []
     stores: list[Store] = Field(min_length=1)
     proxies: list[Proxy] = [Proxy()]
     snapshot: SnapshotPolicy = SnapshotPolicy()
     catalog_url: str = "sqlite:///catalog.db"
+    arrays: list[Array] = []
 
     @model_validator(mode="after")
     def _unique_names(self) -> DataCentre:
-        for what, items in (("vcenter", self.vcenters), ("store", self.stores)):
+        if not self.vcenters and not self.arrays:
+            raise ValueError("give at least one of 'vcenters' or 'arrays'")
+        for what, items in (("vcenter", self.vcenters), ("store", self.stores),
+                            ("array", self.arrays)):
             names = [i.name for i in items]
             dup = {n for n in names if names.count(n) > 1}
             if dup:
@@ -127,6 +160,18 @@ class DataCentre(Strict):
                 return s
         known = ", ".join(s.name for s in self.stores)
         raise UserError(f"unknown store '{name}': the config defines {known}")
+
+    def array(self, name: str | None = None) -> Array:
+        if not self.arrays:
+            raise UserError("the config defines no arrays: add an 'arrays:' entry "
+                            "(docs/config.md)")
+        if name is None:
+            return self.arrays[0]
+        for a in self.arrays:
+            if a.name == name:
+                return a
+        known = ", ".join(a.name for a in self.arrays)
+        raise UserError(f"unknown array '{name}': the config defines {known}")
 
 
 def _first_error_line(path: Path, exc: ValidationError) -> str:
@@ -166,7 +211,11 @@ def _anchor_paths(dc: DataCentre, base: Path) -> DataCentre:
     vcs = [
         v.model_copy(update={"ca_file": base / v.ca_file}) if v.ca_file else v for v in dc.vcenters
     ]
+    arrays = [
+        a.model_copy(update={"ca_file": base / a.ca_file}) if a.ca_file else a for a in dc.arrays
+    ]
     url = dc.catalog_url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = f"sqlite:///{base / url.removeprefix('sqlite:///')}"
-    return dc.model_copy(update={"stores": stores, "vcenters": vcs, "catalog_url": url})
+    return dc.model_copy(update={"stores": stores, "vcenters": vcs, "arrays": arrays,
+                                 "catalog_url": url})

@@ -16,9 +16,9 @@ from dpflow import config as cfg
 from dpflow.catalog import Catalog
 from dpflow.errors import NotFound, UserError
 from dpflow.store import ChunkStore
-from drivers.protocols import Hypervisor, VmInfo
+from drivers.protocols import ArrayDriver, Hypervisor, VmInfo
 
-DRIVERS = {"vsphere": "drivers.vsphere:VSphere"}
+DRIVERS = {"vsphere": "drivers.vsphere:VSphere", "smis": "drivers.smis:open_array"}
 _lock = threading.Lock()
 
 
@@ -27,6 +27,7 @@ class Environment:
         self.path = path
         self.dc = cfg.load(path)
         self._hypervisors: dict[str, Hypervisor] = {}
+        self._arrays: dict[str, ArrayDriver] = {}
         self._catalog: Catalog | None = None
 
     def hypervisor(self, name: str | None = None) -> Hypervisor:
@@ -40,6 +41,16 @@ class Environment:
                 driver = getattr(importlib.import_module(module), cls)
                 self._hypervisors[vc.name] = driver(vc, vc.password.resolve())
             return self._hypervisors[vc.name]
+
+    def array(self, name: str | None = None) -> ArrayDriver:
+        """The driver of a configured array (the first one by default)."""
+        a = self.dc.array(name)
+        with _lock:
+            if a.name not in self._arrays:
+                module, factory = DRIVERS[a.driver].split(":")
+                make = getattr(importlib.import_module(module), factory)
+                self._arrays[a.name] = make(a, a.password.resolve())
+            return self._arrays[a.name]
 
     def locate_vm(self, vm: str) -> tuple[str, VmInfo]:
         """The vCenter that holds `vm`, and the VM: the first that knows it wins."""
@@ -66,6 +77,9 @@ class Environment:
         for h in self._hypervisors.values():
             h.close()
         self._hypervisors.clear()
+        for a in self._arrays.values():
+            a.close()
+        self._arrays.clear()
 
 
 @cache

@@ -52,6 +52,15 @@ def connect(url: str, user: str, password: str, ca_file: str | None = None,
     return conn
 
 
+def open_array(array: Any, password: str) -> SmisArray:
+    """The DRIVERS factory: a configured array (dpflow.config.Array) over a verified
+    WBEMConnection. Nothing is sent until the first call (`check()` proves the login)."""
+    conn = connect(array.url, array.user, password,
+                   str(array.ca_file) if array.ca_file else None, array.namespace,
+                   array.timeout_s)
+    return SmisArray(conn)
+
+
 class JobStillRunning(TransientError):
     """The deadline passed but the array's job goes on: its effect may still appear."""
 
