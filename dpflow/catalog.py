@@ -94,7 +94,97 @@ class DiskRow(Base):
     version: Mapped[VersionRow] = relationship(back_populates="disks")
 
 
-class Catalog:
+class ReplicaSetRow(Base):
+    """A version whose media is a disk array: one replica set of a LUN group.
+
+    Written with its version in one transaction, only once the set is complete on the
+    array; rotation marks it removed (the version row stays, as history).
+    """
+
+    __tablename__ = "replica_sets"
+    __table_args__ = (UniqueConstraint("array", "name"),)
+    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"), primary_key=True)
+    array: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    requested_kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="available")  # or "removed"
+    removed: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    version: Mapped[VersionRow] = relationship()
+    members: Mapped[list[ReplicaMemberRow]] = relationship(order_by="ReplicaMemberRow.position")
+
+
+class ReplicaMemberRow(Base):
+    __tablename__ = "replica_members"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    replica_set_id: Mapped[str] = mapped_column(ForeignKey("replica_sets.version_id"))
+    position: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(255))
+    target: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class ReplicaCatalog:
+    """Replica sets (versions on an array) of LUN groups: object kind 'lungroup'."""
+
+    engine: Any
+    session: Any
+    _object: Any
+
+    def commit_replica_set(self, *, version_id: str, session_id: str, group: str, array: str,
+                           name: str, kind: str, requested_kind: str, created: datetime,
+                           members: list[dict[str, Any]], note: str = "") -> None:
+        """The version and its replica set, in one transaction: it now exists."""
+        with self.session() as db, db.begin():
+            size = sum(int(m["size_bytes"]) for m in members)
+            v = VersionRow(id=version_id, object=self._object(db, "lungroup", group),
+                           session_id=session_id, store=f"array:{array}", created=created,
+                           quiesced=False, bytes_read=0, bytes_added=size, note=note)
+            db.add(v)
+            rs = ReplicaSetRow(version=v, array=array, name=name, kind=kind,
+                               requested_kind=requested_kind)
+            rs.members = [ReplicaMemberRow(position=i, **m) for i, m in enumerate(members)]
+            db.add(rs)
+
+    def replica_sets(self, group: str | None = None, array: str | None = None,
+                     include_removed: bool = False) -> list[ReplicaSetRow]:
+        """Oldest first."""
+        with self.session() as db:
+            q = (select(ReplicaSetRow).join(VersionRow).join(ObjectRow)
+                 .where(ObjectRow.kind == "lungroup"))
+            if group is not None:
+                q = q.where(ObjectRow.name == group)
+            if array is not None:
+                q = q.where(ReplicaSetRow.array == array)
+            if not include_removed:
+                q = q.where(ReplicaSetRow.status == "available")
+            rows = list(db.scalars(q.order_by(VersionRow.created, VersionRow.id)))
+            for r in rows:
+                _ = r.version.object, r.members
+            return rows
+
+    def replica_set(self, group: str, which: str | None = None) -> ReplicaSetRow:
+        """The latest available replica set of a group, or the one named (or version id)."""
+        rows = self.replica_sets(group)
+        if which is not None:
+            rows = [r for r in rows if which in (r.name, r.version_id)]
+            if not rows:
+                raise NotFound(f"no available replica set '{which}' of LUN group '{group}': "
+                               f"`dpflow replicas {group}` lists them")
+        if not rows:
+            raise NotFound(f"no replica set of LUN group '{group}' in the catalog: "
+                           f"`dpflow replicate {group} LUN...` takes one")
+        return rows[-1]
+
+    def mark_replica_removed(self, version_id: str) -> None:
+        with self.session() as db, db.begin():
+            row = db.get(ReplicaSetRow, version_id)
+            if row is None:
+                raise NotFound(f"no replica set with version {version_id}")
+            row.status, row.removed = "removed", now()
+
+
+class Catalog(ReplicaCatalog):
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
