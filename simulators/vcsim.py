@@ -51,7 +51,8 @@ class Vcsim:
 
     ``vms_per_pool`` sizes vcsim's default inventory (DC0, one cluster, one standalone
     host; 2 per pool gives 4 VMs). ``faults`` are rules loaded at start-up (see
-    ``set_fault``).
+    ``set_fault``). ``cbt_page_limit`` bounds the changed areas per
+    QueryChangedDiskAreas answer (simulator default 64; see ``set_cbt_page_limit``).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class Vcsim:
         cert_dir: Path | str | None = None,
         vms_per_pool: int = 2,
         faults: list[dict[str, Any]] | None = None,
+        cbt_page_limit: int | None = None,
         extra_args: tuple[str, ...] = (),
         start_timeout: float = 60.0,
     ) -> None:
@@ -73,6 +75,7 @@ class Vcsim:
         self._cert_dir = Path(cert_dir) if cert_dir else self.work_dir / "certs"
         self._vms_per_pool = vms_per_pool
         self._faults = faults or []
+        self._cbt_page_limit = cbt_page_limit
         self._extra_args = extra_args
         self._start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -109,7 +112,10 @@ class Vcsim:
             "-tlscert", str(certs.cert_file), "-tlskey", str(certs.key_file),
             "-username", self.username, "-password", self.password,
             "-vm", str(self._vms_per_pool),
+            "-cbt-dir", str(self.work_dir / "cbt"),
         ]
+        if self._cbt_page_limit is not None:
+            args += ["-cbt-page-limit", str(self._cbt_page_limit)]
         if self._faults:
             faults_file = self.work_dir / "faults.json"
             faults_file.write_text(json.dumps(self._faults))
@@ -363,6 +369,92 @@ class Vcsim:
 
     def snapshot_count(self, vm_name: str) -> int:
         return len(self._snapshot_trees(vm_name))
+
+    def snapshot(self, vm_name: str, name: str) -> Any:
+        """The pyVmomi VirtualMachineSnapshot called ``name`` (KeyError if none)."""
+        return self._snapshot(vm_name, name)
+
+    def create_snapshot(self, vm_name: str, name: str, quiesce: bool = False) -> Any:
+        """Take a snapshot (no memory) as an admin would; returns the snapshot."""
+        task = self.vm(vm_name).CreateSnapshot_Task(name=name, memory=False, quiesce=quiesce)
+        WaitForTask(task)
+        return task.info.result
+
+    def remove_snapshot(self, vm_name: str, name: str) -> None:
+        WaitForTask(self._snapshot(vm_name, name).RemoveSnapshot_Task(removeChildren=False))
+
+    def resize_disk(self, vm_name: str, index: int, size: int) -> None:
+        """Grow disk ``index`` to ``size`` bytes (ReconfigVM edit, as an admin would)."""
+        disk = self._disks(vm_name)[index]
+        disk.capacityInKB = size // 1024
+        disk.capacityInBytes = size
+        spec = vim.vm.ConfigSpec(deviceChange=[vim.vm.device.VirtualDeviceSpec(
+            operation=vim.vm.device.VirtualDeviceSpec.Operation.edit, device=disk,
+        )])
+        WaitForTask(self.vm(vm_name).ReconfigVM_Task(spec=spec))
+
+    # -- changed block tracking ------------------------------------------------------
+
+    def enable_cbt(self, vm_name: str, enabled: bool = True) -> None:
+        """Turn change tracking on (or off) with ReconfigVM. Turning it on after it was
+        off starts a new tracking epoch: every earlier changeId becomes invalid."""
+        spec = vim.vm.ConfigSpec(changeTrackingEnabled=enabled)
+        WaitForTask(self.vm(vm_name).ReconfigVM_Task(spec=spec))
+
+    def disable_cbt(self, vm_name: str) -> None:
+        self.enable_cbt(vm_name, False)
+
+    def disk_key(self, vm_name: str, index: int) -> int:
+        return int(self._disks(vm_name)[index].key)
+
+    def change_id(self, vm_name: str, index: int, snapshot_name: str | None = None) -> str:
+        """The changeId on disk ``index``'s backing: of the VM's current config, or of
+        the snapshot's config ("" when tracking is off)."""
+        if snapshot_name is None:
+            devices = self._disks(vm_name)
+        else:
+            devices = [
+                d for d in self._snapshot(vm_name, snapshot_name).config.hardware.device
+                if isinstance(d, vim.vm.device.VirtualDisk)
+            ]
+        return str(devices[index].backing.changeId or "")
+
+    def changed_areas(
+        self, vm_name: str, snapshot_name: str, index: int, change_id: str,
+    ) -> tuple[list[tuple[int, int]], int]:
+        """Page QueryChangedDiskAreas to the disk's end; returns the (start, length)
+        areas and the number of calls it took."""
+        vm = self.vm(vm_name)
+        snap = self._snapshot(vm_name, snapshot_name)
+        disk = [
+            d for d in snap.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)
+        ][index]
+        capacity = int(disk.capacityInBytes or disk.capacityInKB * 1024)
+        areas: list[tuple[int, int]] = []
+        offset, calls = 0, 0
+        while offset < capacity:
+            info = vm.QueryChangedDiskAreas(
+                snapshot=snap, deviceKey=disk.key, startOffset=offset, changeId=change_id
+            )
+            calls += 1
+            areas += [(int(a.start), int(a.length)) for a in info.changedArea or []]
+            offset = int(info.startOffset + info.length)
+        return areas, calls
+
+    def set_cbt_page_limit(self, n: int) -> None:
+        """At most ``n`` changed areas per QueryChangedDiskAreas answer."""
+        self._control("POST", "/_cbt", {"page_limit": n})
+
+    def corrupt_cbt(self, drop_area: int | None) -> None:
+        """Make every QueryChangedDiskAreas answer silently omit the changed area with
+        index ``drop_area`` (0-based, counted from the disk's start over the whole,
+        unpaged list); None answers truthfully again."""
+        self._control("POST", "/_cbt", {"drop_area": drop_area})
+
+    def cbt_state(self) -> dict[str, Any]:
+        """page_limit, drop_area, dropped (answers corrupted so far), queries,
+        block_size and tracked ({vm moref: {disk key: current changeId}})."""
+        return self._control("GET", "/_cbt")
 
     # -- faults -------------------------------------------------------------------
 

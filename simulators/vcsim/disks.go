@@ -621,5 +621,6 @@ func cloneVM(vmRef types.ManagedObjectReference, t *simulator.Task, run runFunc)
 			return res, fileFault(dst[i], err)
 		}
 	}
-	return res, nil
+	simulator.Map.WithLock(clone, func() { fault = cbtSync(clone) })
+	return res, fault
 }

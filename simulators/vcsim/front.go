@@ -3,6 +3,7 @@ package main
 // The front HTTP handler sits before the simulator's mux on the same listener:
 //   /_fault      GET (rules + hit counters), POST (add rule or list of rules), DELETE (all, or ?id=N)
 //   /_datastore  POST {"name","freeSpace"} overrides a datastore's free space, DELETE clears
+//   /_cbt        GET CBT settings, POST {"page_limit": N, "drop_area": N|null} (cbt.go)
 //   /sdk         SOAP: method rules (task|soap|http|drop|delay), empty-200 repair
 //   otherwise    path rules (http|drop|drop_after|delay), e.g. datastore /folder GETs
 
@@ -178,6 +179,8 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.serveFault(w, r)
 	case r.URL.Path == "/_datastore":
 		f.serveDatastore(w, r)
+	case r.URL.Path == "/_cbt":
+		serveCBT(w, r)
 	case strings.HasPrefix(r.URL.Path, "/sdk"):
 		f.serveSOAP(w, r)
 	default:
@@ -310,6 +313,8 @@ func applyFreeSpace() {
 	}
 }
 
+var thisType = regexp.MustCompile(`(<_this\b[^>]*\btype=")VirtualMachine(")`)
+
 // soapMethod finds the method name and _this of a SOAP request without decoding it all.
 func soapMethod(body []byte) (string, types.ManagedObjectReference) {
 	var this types.ManagedObjectReference
@@ -416,6 +421,14 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 			faults.arm(this, fault)
 			armed = true
 		}
+	}
+
+	if method == "QueryChangedDiskAreas" && this.Type == "VirtualMachine" && cbtRoute(this) {
+		// vcsim has no such method on its VM type: route the call to our handler
+		// (cbt.go), keeping vcsim's session check, decoding and encoding.
+		body = thisType.ReplaceAll(body, []byte("${1}"+cbtType+"${2}"))
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
 	}
 
 	bw := &bufferedWriter{header: w.Header(), real: w}

@@ -1,7 +1,8 @@
 // dpflow-vcsim: govmomi's vSphere simulator (0.24.2) made fit for backup tests.
 //
 // On top of stock vcsim it adds: disk content in sparse -flat.vmdk files, point-in-time
-// snapshots (delta disks, consolidation on remove), fault injection at run time
+// snapshots (delta disks, consolidation on remove), changed block tracking with
+// QueryChangedDiskAreas (/_cbt to page and corrupt answers), fault injection at run time
 // (/_fault), a datastore free-space override (/_datastore), and workarounds for three
 // server bugs that break pyVmomi >= 8 (see /work/shared/notes/vcsim.md).
 //
@@ -43,6 +44,8 @@ func main() {
 	ds := flag.Int("ds", 1, "datastores per datacenter")
 	pool := flag.Int("pool", 1, "resource pools per compute resource")
 	trace := flag.Bool("trace", false, "trace SOAP to stderr")
+	cbtDir := flag.String("cbt-dir", "", "directory for CBT block hashes (default: a temporary directory, removed at exit)")
+	cbtPageLimit := flag.Int("cbt-page-limit", 64, "changed areas per QueryChangedDiskAreas answer")
 	flag.Parse()
 
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
@@ -63,6 +66,22 @@ func main() {
 			}
 		}
 	}
+
+	if *cbtPageLimit < 1 {
+		log.Fatalf("-cbt-page-limit must be >= 1")
+	}
+	cbt.pageLimit = *cbtPageLimit
+	removeCbtDir := false
+	if *cbtDir == "" {
+		dir, err := os.MkdirTemp("", "dpflow-vcsim-cbt-")
+		if err != nil {
+			log.Fatalf("CBT directory: %s", err)
+		}
+		*cbtDir, removeCbtDir = dir, true
+	} else if err := os.MkdirAll(*cbtDir, 0700); err != nil {
+		log.Fatalf("-cbt-dir: %s", err)
+	}
+	cbt.dir = *cbtDir
 
 	model := simulator.VPX()
 	model.Datacenter = *dc
@@ -125,6 +144,9 @@ func main() {
 	// Do not wait for open connections (a WaitForUpdates could hang forever):
 	// remove the datastore directories and leave.
 	model.Remove()
+	if removeCbtDir {
+		_ = os.RemoveAll(*cbtDir)
+	}
 	os.Exit(0)
 }
 

@@ -87,19 +87,31 @@ func wrapTask(id string, entity types.ManagedObjectReference, t *simulator.Task,
 		if fault == nil {
 			if vm, ok := simulator.Map.Get(res.(types.ManagedObjectReference)).(*simulator.VirtualMachine); ok {
 				fault = ensureDiskFiles(vm)
+				if fault == nil {
+					simulator.Map.WithLock(vm, func() { fault = cbtSync(vm) })
+				}
 			}
 		}
 		return res, fault
 	case "VirtualMachine.reconfigVm": // vm locked
 		res, fault := run(t)
 		if fault == nil {
-			fault = ensureDiskFiles(simulator.Map.Get(entity).(*simulator.VirtualMachine))
+			vm := simulator.Map.Get(entity).(*simulator.VirtualMachine)
+			fault = ensureDiskFiles(vm)
+			if fault == nil {
+				fault = cbtSync(vm)
+			}
 		}
 		return res, fault
 	case "VirtualMachine.createSnapshot": // vm locked
 		res, fault := run(t)
 		if fault == nil {
 			fault = afterCreateSnapshot(entity, res.(types.ManagedObjectReference))
+		}
+		if fault == nil {
+			vm := simulator.Map.Get(entity).(*simulator.VirtualMachine)
+			snap := simulator.Map.Get(res.(types.ManagedObjectReference)).(*simulator.VirtualMachineSnapshot)
+			fault = cbtAfterSnapshot(vm, snap)
 		}
 		return res, fault
 	case "VirtualMachineSnapshot.removeSnapshot": // snapshot locked, built-in locks the vm
@@ -111,7 +123,11 @@ func wrapTask(id string, entity types.ManagedObjectReference, t *simulator.Task,
 		if fault == nil {
 			snap := simulator.Map.Get(entity).(*simulator.VirtualMachineSnapshot)
 			vm := simulator.Map.Get(snap.Vm).(*simulator.VirtualMachine)
-			simulator.Map.WithLock(vm, func() { fault = revertTo(vm, entity) })
+			simulator.Map.WithLock(vm, func() {
+				if fault = revertTo(vm, entity); fault == nil {
+					fault = cbtSync(vm)
+				}
+			})
 		}
 		return res, fault
 	case "VirtualMachine.revertSnapshot": // vm locked (RevertToCurrentSnapshot)
@@ -121,6 +137,9 @@ func wrapTask(id string, entity types.ManagedObjectReference, t *simulator.Task,
 			if vm.Snapshot != nil && vm.Snapshot.CurrentSnapshot != nil {
 				fault = revertTo(vm, *vm.Snapshot.CurrentSnapshot)
 			}
+			if fault == nil {
+				fault = cbtSync(vm)
+			}
 		}
 		return res, fault
 	case "VirtualMachine.cloneVm": // vm locked
@@ -129,6 +148,7 @@ func wrapTask(id string, entity types.ManagedObjectReference, t *simulator.Task,
 		res, fault := run(t)
 		if fault == nil {
 			forgetVM(entity)
+			cbtForgetVM(entity)
 		}
 		return res, fault
 	}
