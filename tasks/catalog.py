@@ -9,8 +9,8 @@ from tasks.common import step
 
 
 @step(name="open session")
-def open_session(config: str, kind: str, vm: str) -> str:
-    return environment(config).catalog().begin_session(kind, "vm", vm,
+def open_session(config: str, kind: str, vm: str, object_kind: str = "vm") -> str:
+    return environment(config).catalog().begin_session(kind, object_kind, vm,
                                                        flow_run_id=str(flow_run.id or ""))
 
 

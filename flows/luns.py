@@ -1,0 +1,195 @@
+"""Array replicas of a LUN group and the raw Instant Recovery step (Business Copy paths).
+
+replicate: LUNs checked → leftover dpflow replica sets removed → one consistency-group
+replica (loose policy: a cheaper kind when the array lacks space) → mirrorclones
+fractured → presented to the backup host and unpresented, on every exit path → version
+committed (its media is the array) → oldest replica sets beyond `keep` rotated away.
+If anything fails after the replica set was made, it is deleted: a failed session leaves
+no replica, no presentation and no version.
+restore: replica set found in the catalog → refused while its sources are presented to
+a host (unless the caller detaches them) → replica usable → sources restored → the
+hosts get their LUNs back at the same numbers, on every exit path.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Literal
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel
+
+from dpflow.errors import UserError
+from dpflow.locks import exclusive
+from drivers.protocols import ReplicaKind
+from tasks.array import (
+    check_luns,
+    commit_replica_version,
+    create_replica_set,
+    detach,
+    discard_replica_set,
+    fracture,
+    present,
+    reattach,
+    remove_leftover_replicas,
+    replica_name,
+    report_orphan_replica,
+    restore,
+    rotate,
+    sources_in_use,
+    unpresent,
+    wait_usable,
+)
+from tasks.catalog import close_session, open_session
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+
+
+class ReplicatePlan(BaseModel):
+    """The checked parameters of a replicate: everything decided before the array is touched."""
+
+    array: str
+    group: str
+    luns: list[str]
+    kind: ReplicaKind
+    keep: int
+    policy: Literal["strict", "loose"]
+
+
+class ReplicaResult(BaseModel):
+    group: str
+    status: Literal["completed", "failed"]
+    session_id: str
+    version_id: str | None = None
+    replica_set: str | None = None
+    kind: ReplicaKind | None = None
+    requested_kind: ReplicaKind
+    presented_luns: list[int] = []
+    rotated: list[str] = []
+    seconds: float = 0.0
+    message: str = ""
+
+
+class RestoreLunsResult(BaseModel):
+    group: str
+    version_id: str
+    replica_set: str
+    kind: ReplicaKind
+    luns: list[str]
+    detached: list[str]
+    seconds: float
+
+
+def plan_replicate(config: str, group: str, luns: list[str], kind: str | None = None,
+                   keep: int | None = None, policy: str | None = None,
+                   array: str | None = None) -> ReplicatePlan:
+    """Bad input is one UserError line here, before any array call."""
+    from dpflow.environment import environment
+
+    a = environment(config).dc.array(array)
+    if not NAME.match(group):
+        raise UserError(f"bad LUN group name '{group}': letters, digits and _.:- only")
+    if not luns:
+        raise UserError(f"give the LUNs of group '{group}': dpflow replicate {group} LUN...")
+    dup = sorted({n for n in luns if luns.count(n) > 1})
+    if dup:
+        raise UserError(f"LUN(s) named twice: {', '.join(dup)}")
+    k = kind or a.replica_kind
+    if k not in set(ReplicaKind):
+        raise UserError(f"unknown replica kind '{k}': one of "
+                        f"{', '.join(x.value for x in ReplicaKind)}")
+    n = a.keep if keep is None else keep
+    if not 1 <= n <= 64:
+        raise UserError(f"bad --keep {n}: keep between 1 and 64 replica sets")
+    p = policy or a.policy
+    if p not in ("strict", "loose"):
+        raise UserError(f"unknown policy '{p}': strict or loose")
+    return ReplicatePlan(array=a.name, group=group, luns=list(luns), kind=ReplicaKind(k),
+                         keep=n, policy=p)  # type: ignore[arg-type]
+
+
+@flow(name="replicate-luns", log_prints=True)
+def replicate_luns(config: str, group: str, luns: list[str], kind: str | None = None,
+                   keep: int | None = None, policy: str | None = None,
+                   array: str | None = None) -> ReplicaResult:
+    """A tracked replica set of `luns` (one point in time), rotation keeping `keep`."""
+    log = get_run_logger()
+    t0 = time.perf_counter()
+    plan = plan_replicate(config, group, luns, kind, keep, policy, array)
+    arr = plan.array
+    with exclusive("lungroup", group):
+        session_id = open_session(config, "replicate-luns", group, object_kind="lungroup")
+        result = ReplicaResult(group=group, status="failed", session_id=session_id,
+                               requested_kind=plan.kind)
+        name = replica_name(session_id)
+        try:
+            vdisks = check_luns(config, arr, plan.luns)
+            remove_leftover_replicas(config, arr, plan.luns)
+            try:
+                made = create_replica_set(config, arr, name, plan.luns, plan.kind, plan.policy)
+                if made.kind == ReplicaKind.MIRRORCLONE:
+                    fracture(config, arr, name)
+                presented = present(config, arr, name)
+                try:
+                    result.presented_luns = [p.lun for p in presented]
+                    wait_usable(config, arr, name)  # a clone copied, no member broken
+                finally:
+                    unpresent(config, arr, presented)
+                result.version_id = commit_replica_version(config, arr, session_id, group,
+                                                           made, vdisks)
+            except BaseException as exc:
+                if result.version_id is None:
+                    try:  # compensation: no replica set without its version
+                        discard_replica_set(config, arr, name)
+                    except Exception as orphan:  # noqa: BLE001 - reported, original raised
+                        report_orphan_replica(arr, name, orphan)
+                raise exc
+            result.replica_set, result.kind = made.name, made.kind
+            result.message = made.note
+            try:
+                result.rotated = rotate(config, arr, group, plan.keep)
+            except Exception as exc:  # noqa: BLE001 - the new version stands
+                log.warning("rotation of %s failed, the new version stands: %s", group, exc)
+                result.message = (result.message + "; " if result.message else "") + \
+                    f"rotation failed: {str(exc).splitlines()[0]}"
+            result.status = "completed"
+            return result
+        except BaseException as exc:
+            result.message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise
+        finally:
+            result.seconds = time.perf_counter() - t0
+            close_session(config, session_id, result.status, result.message)
+
+
+@flow(name="restore-luns-from-replica", log_prints=True)
+def restore_luns_from_replica(config: str, group: str, replica_set: str | None = None,
+                              detach_hosts: bool = False) -> RestoreLunsResult:
+    """Instant Recovery without an application: the group's LUNs back to a replica set."""
+    from dpflow.environment import environment
+
+    t0 = time.perf_counter()
+    row = environment(config).catalog().replica_set(group, replica_set)
+    arr, name = row.array, row.name
+    with exclusive("lungroup", group):
+        session_id = open_session(config, "restore-luns", group, object_kind="lungroup")
+        try:
+            held = sources_in_use(config, arr, name, detach_hosts)
+            wait_usable(config, arr, name)
+            try:
+                detach(config, arr, held)
+                restore(config, arr, name)
+            finally:
+                reattach(config, arr, held)  # compensation: the hosts get their LUNs back
+            luns = [m.source for m in row.members]
+            close_session(config, session_id, "completed",
+                          f"from replica set {name} (version {row.version_id})")
+            return RestoreLunsResult(group=group, version_id=row.version_id, replica_set=name,
+                                     kind=ReplicaKind(row.kind), luns=luns,
+                                     detached=[f"{p.vdisk}@{p.host}" for p in held],
+                                     seconds=time.perf_counter() - t0)
+        except BaseException as exc:
+            close_session(config, session_id, "failed", str(exc).splitlines()[0] if str(exc)
+                          else type(exc).__name__)
+            raise
