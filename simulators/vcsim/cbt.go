@@ -9,7 +9,7 @@ package main
 // CreateSnapshot while tracking is on records the frozen disk under the next seq. The
 // snapshot's config shows that changeId on its disk backing, and so does the VM's
 // current config (until the next snapshot). Recording a state writes one 16-byte hash
-// (sha256 prefix; all zero for a hole or an all-zero block) per 64 KiB block of the
+// (two seeded 64-bit maphash values; all zero for a hole or an all-zero block) per 64 KiB block of the
 // disk to a file in the CBT directory (-cbt-dir); files are never changed afterwards.
 //
 // QueryChangedDiskAreas(snapshot, deviceKey, startOffset, changeId) compares the
@@ -36,10 +36,11 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"net/http"
 	"os"
@@ -83,6 +84,11 @@ var cbt = struct {
 	queries   int
 	vms       map[types.ManagedObjectReference]map[int32]*diskTrack
 }{pageLimit: 64, dropArea: -1, vms: map[types.ManagedObjectReference]map[int32]*diskTrack{}}
+
+// seeds of the block hash: two 64-bit maphash (AES-based, several GB/s) values per
+// block. Seeded per process, which is enough: the recorded hashes live as long as the
+// process (like the datastore, they are not meant to survive it).
+var seeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
 
 func newEpoch() string {
 	var b [16]byte
@@ -132,8 +138,9 @@ func hashDisk(file string, capacity int64) ([]byte, error) {
 				buf[i] = 0
 			}
 			if !bytes.Equal(buf, zero) {
-				sum := sha256.Sum256(buf)
-				copy(out[blk*cbtHashSize:], sum[:cbtHashSize])
+				h := out[blk*cbtHashSize:]
+				binary.LittleEndian.PutUint64(h, maphash.Bytes(seeds[0], buf)|1)
+				binary.LittleEndian.PutUint64(h[8:], maphash.Bytes(seeds[1], buf))
 			}
 		}
 		if last+1 > next {
