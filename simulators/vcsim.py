@@ -5,6 +5,14 @@ directory and TLS certificates, and stops it. The helper methods below are the
 simulated *world* (the guest writing to its disk, an admin creating VMs, faults in the
 network): they use pyVmomi and the datastore files directly, never dpflow's driver,
 so that tests of the driver check it against something it did not build itself.
+
+Changed Block Tracking (simulators/vcsim/cbt.go): ``changeTrackingEnabled`` via
+ReconfigVM gives each disk a tracking epoch; changeIds look like vCenter's
+("52 xx .. xx-xx .. xx/N"): N is 0 when tracking is turned on and advances with each
+snapshot, whose config shows the changeId of the state it froze. QueryChangedDiskAreas
+answers changed 64 KiB blocks (merged) or, for "*", allocated areas, at most
+``page_limit`` areas per answer. Unknown/reset/resized changeId: vmodl.fault
+.InvalidArgument (invalidProperty "changeId"); tracking off: vim.fault.FileFault.
 """
 
 from __future__ import annotations

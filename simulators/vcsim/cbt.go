@@ -27,6 +27,9 @@ package main
 //     on the disk's file, "Error caused by file [DS] vm/disk.vmdk";
 //   - bad deviceKey / startOffset / snapshot of another VM: InvalidArgument naming it.
 //
+// Without a snapshot the VM's current disk is compared as it is at the call (vCenter
+// allows this only for a powered-off VM; not enforced here).
+//
 // Dispatch: vcsim calls a method by reflection on the object registered for _this,
 // and the VM object cannot be replaced (vcsim asserts *VirtualMachine). So the front
 // handler rewrites _this of a QueryChangedDiskAreas request from VirtualMachine:vm-N to
@@ -386,7 +389,9 @@ func (c *cbtDispatch) QueryChangedDiskAreas(ctx *simulator.Context, req *types.Q
 	var base, target *cbtRecord
 	if disk != nil {
 		base = disk.records[req.ChangeId]
-		target = disk.records[targetID]
+		if req.Snapshot != nil { // no snapshot: the live disk, hashed below
+			target = disk.records[targetID]
+		}
 	}
 	limit, drop := cbt.pageLimit, cbt.dropArea
 	cbt.queries++

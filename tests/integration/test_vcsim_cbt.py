@@ -345,3 +345,17 @@ def test_sparse_1gib_disk_tracking_is_fast(sim: Vcsim) -> None:
     assert sim.changed_areas("cbt-big", "s2", 0, "*")[0] == [
         (100 * MiB, BLOCK), (700 * MiB, 8 * MiB)]
     assert time.monotonic() - t < 5
+
+
+def test_without_snapshot_the_live_disk_is_compared(sim: Vcsim) -> None:
+    sim.create_vm("cbt-live", [2 * MiB])
+    sim.enable_cbt("cbt-live")
+    sim.create_snapshot("cbt-live", "s1")
+    s1 = sim.change_id("cbt-live", 0, "s1")
+    sim.remove_snapshot("cbt-live", "s1")
+    sim.guest_write("cbt-live", 0, BLOCK, b"live")
+    vm, key = sim.vm("cbt-live"), sim.disk_key("cbt-live", 0)
+    info = vm.QueryChangedDiskAreas(deviceKey=key, startOffset=0, changeId=s1)
+    assert [(a.start, a.length) for a in info.changedArea] == [(BLOCK, BLOCK)]
+    info = vm.QueryChangedDiskAreas(deviceKey=key, startOffset=0, changeId="*")
+    assert [(a.start, a.length) for a in info.changedArea] == [(BLOCK, BLOCK)]
