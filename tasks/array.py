@@ -196,7 +196,7 @@ def commit_replica_version(config: str, array: str, session_id: str, group: str,
                            made: MadeReplica, luns: list[VDiskInfo]) -> str:
     """The replica set is complete on the array: one catalog transaction, it now exists."""
     size = {v.name: v.size_bytes for v in luns}
-    note = made.note or "crash-consistent: LUNs replicated without an application"
+    note = made.note or "crash-consistent (no application)"
     environment(config).catalog().commit_replica_set(
         version_id=session_id, session_id=session_id, group=group, array=array,
         name=made.name, kind=made.kind.value, requested_kind=made.requested_kind.value,
