@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
+import urllib3
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
@@ -368,13 +369,17 @@ class DatastoreDisk:
                         raise TransientError(f"HTTP {r.status_code} reading {start}-{end}")
                     if r.status_code != 206:
                         raise PermanentError(f"HTTP {r.status_code} for a range read of the disk")
-                    for piece in r.iter_content(chunk_size=1 << 20):
+                    while len(buf) < length:
+                        piece = r.raw.read(length - len(buf))
+                        if not piece:
+                            break
                         buf += piece
                         failures = 0
             except requests.exceptions.SSLError as exc:
                 raise UserError(f"TLS certificate of the datastore server not trusted: {exc}; "
                                 f"set ca_file to the CA that signed it") from exc
-            except (requests.RequestException, OSError, TransientError) as exc:
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError,
+                    TransientError) as exc:
                 failures += 1
                 self._local.session = None
                 if failures >= self.ATTEMPTS:

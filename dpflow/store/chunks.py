@@ -9,7 +9,6 @@ behind that choice for v1).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import blake3
@@ -101,10 +100,12 @@ class ChunkStore:
         return data
 
     def sync_dirs(self) -> None:
-        """Make the renames of new chunks durable before a manifest refers to them."""
+        """Make the renames of new chunks durable before a manifest refers to them.
+
+        Chunk contents were fsynced one by one; only their directory entries remain.
+        """
         for d in self.chunks_dir.iterdir():
             fsync_dir(d)
-        os.sync()
 
     def all_chunk_ids(self) -> set[str]:
         return {p.name for d in self.chunks_dir.iterdir() for p in d.iterdir()}
