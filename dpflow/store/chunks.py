@@ -65,6 +65,10 @@ class ChunkStore:
     def path_of(self, cid: str) -> Path:
         return self.chunks_dir / cid[:2] / cid
 
+    def chunk_id(self, data: bytes) -> str:
+        """The id of `data` in this store (keyed when the store is encrypted)."""
+        return chunk_id(data)
+
     def has(self, cid: str) -> bool:
         return self.path_of(cid).exists()
 

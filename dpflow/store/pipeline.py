@@ -65,7 +65,7 @@ def backup_disk(
             raise OSError(f"short read at {offset}: {len(data)} of {length} bytes")
         if data == _zero(length):
             return None, length, 0
-        cid = chunk_id(data)
+        cid = store.chunk_id(data)
         return cid, length, store.put(cid, data)
 
     chunks: list[str | None] = []
