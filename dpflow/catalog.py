@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     create_engine,
     event,
@@ -184,7 +185,99 @@ class ReplicaCatalog:
             row.status, row.removed = "removed", now()
 
 
-class Catalog(ReplicaCatalog):
+class FileSetRow(Base):
+    """A file-level version of a VM (object kind 'vmfiles'): its level and base.
+
+    Every version lists every file (unchanged ones point at the chunks stored before), so
+    any version restores on its own; `changed` on a file says this version read it.
+    """
+
+    __tablename__ = "file_sets"
+    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"), primary_key=True)
+    level: Mapped[str] = mapped_column(String(8))  # full | incr | diff
+    base_version_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    files: Mapped[int] = mapped_column(Integer, default=0)
+    files_changed: Mapped[int] = mapped_column(Integer, default=0)
+    volumes: Mapped[str] = mapped_column(Text, default="[]")  # JSON: what each volume was
+    version: Mapped[VersionRow] = relationship()
+
+
+class FileRow(Base):
+    __tablename__ = "files"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"), index=True)
+    volume: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(4096))
+    kind: Mapped[str] = mapped_column(String(8))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger, default=0)
+    ctime_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mode: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    uid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    gid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    attributes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    inode: Mapped[int] = mapped_column(BigInteger, default=0)
+    nlink: Mapped[int] = mapped_column(Integer, default=1)
+    target: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    chunks: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list, None = zeros
+    changed: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class FileCatalog:
+    """File-level versions of VMs: commit in one transaction, list, read back."""
+
+    session: Any
+    _object: Any
+
+    def commit_file_version(self, *, version_id: str, session_id: str, name: str, store: str,
+                            created: datetime, quiesced: bool, level: str,
+                            base_version_id: str | None, bytes_read: int, bytes_added: int,
+                            files: list[dict[str, Any]], volumes: str, note: str = "") -> None:
+        with self.session() as db, db.begin():
+            v = VersionRow(id=version_id, object=self._object(db, "vmfiles", name),
+                           session_id=session_id, store=store, created=created,
+                           quiesced=quiesced, bytes_read=bytes_read, bytes_added=bytes_added,
+                           note=note)
+            db.add(v)
+            db.add(FileSetRow(version=v, level=level, base_version_id=base_version_id,
+                              files=len(files), volumes=volumes,
+                              files_changed=sum(1 for f in files if f.get("changed"))))
+            db.flush()
+            if files:
+                db.execute(FileRow.__table__.insert(),
+                           [{**f, "version_id": version_id} for f in files])
+
+    def file_sets(self, name: str) -> list[FileSetRow]:
+        """File-level versions of a VM, oldest first."""
+        with self.session() as db:
+            q = (select(FileSetRow).join(VersionRow).join(ObjectRow)
+                 .where(ObjectRow.kind == "vmfiles", ObjectRow.name == name)
+                 .order_by(VersionRow.created, VersionRow.id))
+            rows = list(db.scalars(q))
+            for r in rows:
+                _ = r.version.object
+            return rows
+
+    def file_set(self, version_id: str) -> FileSetRow:
+        with self.session() as db:
+            row = db.get(FileSetRow, version_id)
+            if row is None:
+                raise NotFound(f"'{version_id}' is not a file-level version: "
+                               f"`dpflow versions` lists image versions")
+            _ = row.version.object
+            return row
+
+    def files(self, version_id: str, volume: str | None = None) -> list[FileRow]:
+        with self.session() as db:
+            q = select(FileRow).where(FileRow.version_id == version_id)
+            if volume is not None:
+                q = q.where(FileRow.volume == volume)
+            return list(db.scalars(q.order_by(FileRow.volume, FileRow.path)))
+
+
+class Catalog(ReplicaCatalog, FileCatalog):
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
