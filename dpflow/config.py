@@ -87,8 +87,17 @@ class Store(Strict):
 
     name: str
     path: Path
-    chunk_size_mib: int = Field(1, ge=1, le=64)
-    compression_level: int = Field(3, ge=1, le=19)
+    chunk_size_kib: int = Field(
+        64, ge=4, le=65536,
+        description="fixed, disk-aligned image chunk; 64 KiB matches the CBT block, so an "
+        "incremental stores only what changed")
+    compression_level: int = Field(3, ge=-5, le=19)
+    key: SecretRef | None = Field(
+        None, description="32-byte key (hex or base64) that encrypts the store; None = plain")
+
+    @property
+    def chunk_size(self) -> int:
+        return self.chunk_size_kib << 10
     min_free_percent_of_disk: float = Field(
         100.0, ge=0,
         description="skip a VM unless the store has this %% of its provisioned size free",

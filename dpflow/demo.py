@@ -22,6 +22,7 @@ from dpflow import prefect_server
 from simulators.guest_disks import MiB, make_guest_disk
 
 PASSWORD_ENV = "DPFLOW_DEMO_VC_PASSWORD"
+KEY_ENV = "DPFLOW_DEMO_STORE_KEY"
 
 
 def file_digest(path: Path, size: int | None = None) -> str:
@@ -43,12 +44,17 @@ def write_config(workdir: Path, sim: Any) -> Path:
         "vcenters": [{"name": "vcsim", "host": sim.host, "port": sim.port,
                       "user": sim.username, "password": {"env": PASSWORD_ENV},
                       "ca_file": str(sim.ca_file)}],
-        "stores": [{"name": "library", "path": "store"}],
+        "stores": [{"name": "library", "path": "store", "key": {"env": KEY_ENV}}],
         "catalog_url": "sqlite:///catalog.db",
     }
     path = workdir / "dpflow.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     os.environ[PASSWORD_ENV] = sim.password
+    key_file = workdir / "store.key"  # the demo's own key; in production a Secret block
+    if not key_file.exists():
+        key_file.write_text(os.urandom(32).hex())
+        key_file.chmod(0o600)
+    os.environ.setdefault(KEY_ENV, key_file.read_text().strip())
     return path
 
 

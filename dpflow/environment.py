@@ -16,6 +16,7 @@ from dpflow import config as cfg
 from dpflow.catalog import Catalog
 from dpflow.errors import NotFound, UserError
 from dpflow.store import ChunkStore
+from dpflow.store.crypto import parse_key
 from drivers.protocols import ArrayDriver, Hypervisor, VmInfo
 
 DRIVERS = {"vsphere": "drivers.vsphere:VSphere", "smis": "drivers.smis:open_array"}
@@ -71,7 +72,8 @@ class Environment:
 
     def store(self, name: str | None = None) -> ChunkStore:
         s = self.dc.store(name)
-        return ChunkStore(s.path, compression_level=s.compression_level).init()
+        key = parse_key(s.key.resolve()) if s.key else None
+        return ChunkStore(s.path, compression_level=s.compression_level, key=key).init()
 
     def close(self) -> None:
         for h in self._hypervisors.values():

@@ -135,7 +135,7 @@ def restore_vm_image(config: str, vm: str, version: str | None = None,
             written = 0
             for src, dst in zip(manifest.disks, target_vm.disks, strict=True):
                 written += restore_disk(config, vcenter, row.store, src, dst, target)
-                verify_restored_disk(config, vcenter, src, dst)
+                verify_restored_disk(config, vcenter, row.store, src, dst)
             if power_on_after:
                 power_on(config, vcenter, target_vm)
             close_session(config, session_id, "completed", f"from version {row.id}", 0, written)

@@ -37,13 +37,13 @@ def backup_disk(config: str, vcenter: str, vm: str, disk: DiskInfo,
     t0 = time.perf_counter()
     try:
         chunks, stats = copy_disk_to_store(reader, env.store(store),
-                                           chunk_size=s.chunk_size_mib << 20,
+                                           chunk_size=s.chunk_size,
                                            workers=proxy.read_streams, progress=m)
     finally:
         m.close()
         reader.close()
     manifest = DiskManifest(key=disk.key, label=disk.label, capacity_bytes=disk.capacity_bytes,
-                            chunk_size=s.chunk_size_mib << 20, chunks=chunks)
+                            chunk_size=s.chunk_size, chunks=chunks)
     return DiskCopy(manifest=manifest, bytes_read=stats.bytes_read,
                     bytes_added=stats.bytes_added, seconds=time.perf_counter() - t0)
 
@@ -95,13 +95,14 @@ def restore_disk(config: str, vcenter: str, store: str, source: DiskManifest,
 
 
 @step(name="verify restored disk", retries=2)
-def verify_restored_disk(config: str, vcenter: str, source: DiskManifest,
+def verify_restored_disk(config: str, vcenter: str, store: str, source: DiskManifest,
                          target: DiskInfo) -> None:
     """Read the written disk back and compare every chunk with the manifest."""
     env = environment(config)
     reader = env.hypervisor(vcenter).open_disk(target)
     try:
-        bad = verify_disk(reader, source, workers=env.dc.proxies[0].read_streams)
+        bad = verify_disk(reader, source, env.store(store).chunk_id,
+                          workers=env.dc.proxies[0].read_streams)
     finally:
         reader.close()
     if bad:

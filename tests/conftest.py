@@ -33,11 +33,13 @@ def prefect_server() -> Iterator[None]:
 def dc_config(tmp_path: Path, vcsim: object, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A data-centre file pointing at the session's vcsim, with its own store and catalog."""
     monkeypatch.setenv("DPFLOW_TEST_VC_PASSWORD", vcsim.password)
+    monkeypatch.setenv("DPFLOW_TEST_STORE_KEY", "ab" * 32)  # integration tests run encrypted
     cfg = {
         "vcenters": [{"name": "vcsim", "host": vcsim.host, "port": vcsim.port,
                       "user": vcsim.username, "password": {"env": "DPFLOW_TEST_VC_PASSWORD"},
                       "ca_file": str(vcsim.ca_file)}],
-        "stores": [{"name": "library", "path": "store"}],
+        "stores": [{"name": "library", "path": "store",
+                    "key": {"env": "DPFLOW_TEST_STORE_KEY"}}],
         "snapshot": {"quiesce": "prefer", "quiesce_attempts": 2},
     }
     path = tmp_path / "dpflow.yaml"

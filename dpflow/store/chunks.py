@@ -1,26 +1,30 @@
-"""Content-addressed chunk files.
+"""The chunk store: content-addressed, compressed, optionally encrypted chunks in packs.
 
-A chunk's id is the blake3 digest of its plain bytes, so identical data from any disk or
-VM is stored once, and every read can prove it got the bytes that were written. Chunks are
-fanned out over 256 directories by the first id byte (docs/store-format.md has the figures
-behind that choice for v1).
+A chunk's id is the blake3 digest of its plain bytes (keyed when the store is encrypted),
+so identical data from any disk, VM or day is stored once, and every read proves it got
+the bytes that were written. Format: docs/store-format.md.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import blake3
 import zstandard
 
 from dpflow.errors import PermanentError, UserError
-from dpflow.store.durable import fsync_dir, write_atomic
+from dpflow.store.crypto import Sealer
+from dpflow.store.durable import write_atomic
+from dpflow.store.packs import PackIndex, PackWriter, pack_path
 
-MAGIC = b"DPC1"
 CODEC_RAW = 0
 CODEC_ZSTD = 1
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+PACK_TARGET = 32 << 20
 
 
 class CorruptChunk(PermanentError):
@@ -28,88 +32,212 @@ class CorruptChunk(PermanentError):
 
 
 def chunk_id(data: bytes) -> str:
+    """The id of `data` in an unencrypted store."""
     return blake3.blake3(data, max_threads=1).hexdigest()
 
 
 class ChunkStore:
-    """One store directory. Safe for many threads and processes: writes are idempotent."""
+    """One store directory. Safe for many threads and processes: chunk writes are idempotent."""
 
-    def __init__(self, root: Path, *, compression_level: int = 3) -> None:
+    def __init__(self, root: Path, *, compression_level: int = 3, key: bytes | None = None,
+                 pack_target: int = PACK_TARGET) -> None:
         self.root = root
         self.level = compression_level
-        self.chunks_dir = root / "chunks"
+        self.sealer = Sealer(key) if key else None
+        self.pack_target = pack_target
+        self.packs_dir = root / "packs"
         self.versions_dir = root / "versions"
         self.tmp_dir = root / "tmp"
+        self.locks_dir = root / "locks"
+        self._index: PackIndex | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._writers: list[PackWriter] = []
+        self._pending: set[str] = set()
+        self._fds: OrderedDict[str, int] = OrderedDict()
 
     # --- lifecycle -------------------------------------------------------------
+    @property
+    def marker(self) -> Path:
+        return self.root / "dpflow-store.json"
+
     def init(self) -> ChunkStore:
-        """Create the layout if missing; refuse a directory that is something else."""
-        marker = self.root / "dpflow-store.json"
-        if marker.exists():
-            meta = json.loads(marker.read_text())
+        """Open the store, creating it if the directory is empty; checks format and key."""
+        if self.marker.exists():
+            meta = json.loads(self.marker.read_text())
             if meta.get("format") != FORMAT_VERSION:
                 raise UserError(f"store {self.root} has format {meta.get('format')}, "
                                 f"this dpflow reads format {FORMAT_VERSION}")
-            return self
-        if self.root.exists() and any(self.root.iterdir()):
-            raise UserError(f"store path {self.root} is not empty and not a dpflow store; "
-                            f"point the config at an empty or existing store directory")
-        for d in (self.chunks_dir, self.versions_dir, self.tmp_dir):
-            d.mkdir(parents=True, exist_ok=True)
-        for i in range(256):
-            (self.chunks_dir / f"{i:02x}").mkdir(exist_ok=True)
-        write_atomic(marker, json.dumps({"format": FORMAT_VERSION}).encode(), self.tmp_dir)
+            if meta.get("key_check") and self.sealer is None:
+                raise UserError(f"store {self.root} is encrypted: give its key "
+                                f"(config: stores[].key)")
+            if self.sealer is not None:
+                if not meta.get("key_check"):
+                    raise UserError(f"store {self.root} is not encrypted but a key was given; "
+                                    f"remove stores[].key or use a new store")
+                self.sealer.verify_key(meta["key_check"])
+        else:
+            if self.root.exists() and any(self.root.iterdir()):
+                raise UserError(f"store path {self.root} is not empty and not a dpflow store; "
+                                f"point the config at an empty or existing store directory")
+            for d in (self.packs_dir, self.versions_dir, self.tmp_dir, self.locks_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            for i in range(256):
+                (self.packs_dir / f"{i:02x}").mkdir(exist_ok=True)
+            meta = {"format": FORMAT_VERSION}
+            if self.sealer:
+                meta["key_check"] = self.sealer.key_check()
+            write_atomic(self.marker, json.dumps(meta).encode(), self.tmp_dir)
+        self._index = PackIndex(self.root / "index.sqlite")
         return self
 
-    # --- chunks ----------------------------------------------------------------
-    def path_of(self, cid: str) -> Path:
-        return self.chunks_dir / cid[:2] / cid
+    @property
+    def index(self) -> PackIndex:
+        if self._index is None:
+            raise RuntimeError("store not opened: call init()")
+        return self._index
 
+    @property
+    def encrypted(self) -> bool:
+        return self.sealer is not None
+
+    # --- ids and codecs --------------------------------------------------------
     def chunk_id(self, data: bytes) -> str:
         """The id of `data` in this store (keyed when the store is encrypted)."""
-        return chunk_id(data)
+        return self.sealer.chunk_id(data) if self.sealer else chunk_id(data)
 
-    def has(self, cid: str) -> bool:
-        return self.path_of(cid).exists()
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        c = getattr(self._local, "zc", None)
+        if c is None:
+            c = self._local.zc = zstandard.ZstdCompressor(level=self.level)
+        return c
 
-    def put(self, cid: str, data: bytes) -> int:
-        """Store `data` under `cid` unless present; returns the bytes added to the store."""
-        path = self.path_of(cid)
-        if path.exists():
-            return 0
-        packed = zstandard.ZstdCompressor(level=self.level).compress(data)
-        codec = CODEC_ZSTD
-        if len(packed) >= len(data):
-            packed, codec = data, CODEC_RAW
-        blob = MAGIC + bytes([codec]) + packed
-        # the fan-out directory is fsynced once per backup (sync_dirs), not per chunk
-        write_atomic(path, blob, self.tmp_dir, sync_dir=False)
-        return len(blob)
+    def encode(self, cid: str, data: bytes) -> bytes:
+        packed = self._compressor().compress(data)
+        blob = bytes([CODEC_ZSTD]) + packed if len(packed) < len(data) else \
+            bytes([CODEC_RAW]) + data
+        return self.sealer.seal(blob, cid.encode()) if self.sealer else blob
 
-    def get(self, cid: str) -> bytes:
-        """The plain bytes of a chunk, proven by their hash."""
+    def decode(self, cid: str, blob: bytes) -> bytes:
+        if self.sealer:
+            try:
+                blob = self.sealer.open(blob, cid.encode())
+            except ValueError as exc:
+                raise CorruptChunk(f"chunk {cid} fails authentication (damaged or "
+                                   f"tampered with)") from exc
+        codec, body = blob[0], blob[1:]
         try:
-            blob = self.path_of(cid).read_bytes()
-        except FileNotFoundError as exc:
-            raise CorruptChunk(f"chunk {cid} is missing from store {self.root}") from exc
-        if blob[:4] != MAGIC or len(blob) < 5:
-            raise CorruptChunk(f"chunk {cid} has a bad header")
-        codec, body = blob[4], blob[5:]
-        try:
-            data = zstandard.ZstdDecompressor().decompress(body) if codec == CODEC_ZSTD else body
+            if codec == CODEC_ZSTD:
+                d = getattr(self._local, "zd", None)
+                if d is None:
+                    d = self._local.zd = zstandard.ZstdDecompressor()
+                data = d.decompress(body)
+            elif codec == CODEC_RAW:
+                data = bytes(body)
+            else:
+                raise CorruptChunk(f"chunk {cid} has unknown codec {codec}")
         except zstandard.ZstdError as exc:
             raise CorruptChunk(f"chunk {cid} does not decompress: {exc}") from exc
-        if chunk_id(data) != cid:
+        if self.chunk_id(data) != cid:
             raise CorruptChunk(f"chunk {cid} does not match its hash (damaged on disk)")
         return data
 
-    def sync_dirs(self) -> None:
-        """Make the renames of new chunks durable before a manifest refers to them.
+    # --- writing ---------------------------------------------------------------
+    def has(self, cid: str) -> bool:
+        with self._lock:
+            if cid in self._pending:
+                return True
+        return self.index.lookup(cid) is not None
 
-        Chunk contents were fsynced one by one; only their directory entries remain.
+    def put(self, cid: str, data: bytes) -> int:
+        """Store `data` under `cid` unless present; returns the bytes added to the store.
+
+        The chunk is durable only after flush(): call it before a manifest refers to it.
         """
-        for d in self.chunks_dir.iterdir():
-            fsync_dir(d)
+        with self._lock:
+            if cid in self._pending:
+                return 0
+            self._pending.add(cid)
+        if self.index.lookup(cid) is not None:
+            with self._lock:
+                self._pending.discard(cid)
+            return 0
+        blob = self.encode(cid, data)
+        writer = getattr(self._local, "writer", None)
+        if writer is None:
+            writer = self._local.writer = PackWriter(self.tmp_dir)
+            with self._lock:
+                self._writers.append(writer)
+        writer.append(cid, blob)
+        if writer.size >= self.pack_target:
+            self._local.writer = None
+            with self._lock:
+                self._writers.remove(writer)
+            self._seal(writer)
+        return len(blob)
+
+    def _seal(self, writer: PackWriter) -> None:
+        name, _ = writer.seal(self.packs_dir)
+        self.index.add(name, writer.entries)
+        with self._lock:
+            self._pending.difference_update(c for c, _, _ in writer.entries)
+
+    def flush(self) -> None:
+        """Seal every open pack: all chunks put so far are durable and indexed after this."""
+        with self._lock:
+            writers, self._writers = self._writers, []
+        self._local = threading.local()
+        for w in writers:
+            if w.entries:
+                self._seal(w)
+            else:
+                w.abandon()
+
+    def abandon(self) -> None:
+        """Drop open packs (a failed session): their chunks never become visible."""
+        with self._lock:
+            writers, self._writers = self._writers, []
+            self._pending.clear()
+        self._local = threading.local()
+        for w in writers:
+            w.abandon()
+
+    # --- reading ---------------------------------------------------------------
+    def _fd(self, pack: str) -> int:
+        with self._lock:
+            fd = self._fds.get(pack)
+            if fd is not None:
+                self._fds.move_to_end(pack)
+                return fd
+            fd = os.open(pack_path(self.packs_dir, pack), os.O_RDONLY)
+            self._fds[pack] = fd
+            while len(self._fds) > 64:
+                _, old = self._fds.popitem(last=False)
+                os.close(old)
+            return fd
+
+    def read_blob(self, cid: str) -> bytes:
+        loc = self.index.lookup(cid)
+        if loc is None:
+            raise CorruptChunk(f"chunk {cid} is missing from store {self.root}")
+        pack, offset, length = loc
+        try:
+            blob = os.pread(self._fd(pack), length, offset)
+        except FileNotFoundError as exc:
+            raise CorruptChunk(f"chunk {cid}: its pack {pack} is missing") from exc
+        if len(blob) != length:
+            raise CorruptChunk(f"chunk {cid}: its pack {pack} is truncated")
+        return blob
+
+    def get(self, cid: str) -> bytes:
+        """The plain bytes of a chunk, proven by their hash."""
+        return self.decode(cid, self.read_blob(cid))
 
     def all_chunk_ids(self) -> set[str]:
-        return {p.name for d in self.chunks_dir.iterdir() for p in d.iterdir()}
+        return {row[0] for row in self.index.entries()}
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

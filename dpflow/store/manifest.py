@@ -2,7 +2,8 @@
 
 A manifest names every chunk of every disk in order (None for an all-zero chunk), plus
 the VM configuration needed to rebuild the VM. It is written only after all its chunks
-are durable, so a manifest on disk is a complete, restorable version.
+are durable (the store is flushed first), so a manifest on disk is a complete, restorable
+version. Encrypted stores seal manifests too, bound to their version id.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from dpflow.errors import NotFound
-from dpflow.store.chunks import ChunkStore
+from dpflow.store.chunks import ChunkStore, CorruptChunk
 from dpflow.store.durable import write_atomic
 
 
@@ -23,6 +24,8 @@ class DiskManifest(BaseModel):
     capacity_bytes: int
     chunk_size: int
     chunks: list[str | None]
+    change_id: str | None = None
+    full_reason: str | None = None
 
     @property
     def stored_chunks(self) -> int:
@@ -38,15 +41,34 @@ class VersionManifest(BaseModel):
     disks: list[DiskManifest]
 
 
+def _path(store: ChunkStore, version_id: str):  # noqa: ANN202 - Path
+    return store.versions_dir / f"{version_id}.manifest"
+
+
 def write_manifest(store: ChunkStore, manifest: VersionManifest) -> None:
-    store.sync_dirs()
-    path = store.versions_dir / f"{manifest.version_id}.json"
-    write_atomic(path, manifest.model_dump_json().encode(), store.tmp_dir)
+    store.flush()
+    data = manifest.model_dump_json().encode()
+    if store.sealer:
+        data = store.sealer.seal(data, manifest.version_id.encode())
+    write_atomic(_path(store, manifest.version_id), data, store.tmp_dir)
 
 
 def read_manifest(store: ChunkStore, version_id: str) -> VersionManifest:
-    path = store.versions_dir / f"{version_id}.json"
     try:
-        return VersionManifest.model_validate_json(path.read_bytes())
+        data = _path(store, version_id).read_bytes()
     except FileNotFoundError as exc:
         raise NotFound(f"version {version_id} has no manifest in store {store.root}") from exc
+    if store.sealer:
+        try:
+            data = store.sealer.open(data, version_id.encode())
+        except ValueError as exc:
+            raise CorruptChunk(f"manifest of version {version_id} fails authentication") from exc
+    return VersionManifest.model_validate_json(data)
+
+
+def manifest_ids(store: ChunkStore) -> list[str]:
+    return sorted(p.stem for p in store.versions_dir.glob("*.manifest"))
+
+
+def delete_manifest(store: ChunkStore, version_id: str) -> None:
+    _path(store, version_id).unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from dpflow.store.chunks import ChunkStore, CorruptChunk, chunk_id
+from dpflow.store.chunks import ChunkStore, CorruptChunk
 from dpflow.store.manifest import DiskManifest
 
 
@@ -92,7 +92,10 @@ def backup_disk(
         except BaseException:
             for f in pending:
                 f.cancel()
+            pool.shutdown(wait=True)
+            store.abandon()
             raise
+    store.flush()
     return chunks, stats
 
 
@@ -127,7 +130,8 @@ def restore_blocks(
 
 
 def verify_disk(
-    reader: RangeReader, disk: DiskManifest, *, workers: int, progress: Progress | None = None
+    reader: RangeReader, disk: DiskManifest, id_of: Callable[[bytes], str], *, workers: int,
+    progress: Progress | None = None,
 ) -> list[int]:
     """Read a written disk back and return the indexes of chunks that differ from the manifest."""
     if reader.size < disk.capacity_bytes:
@@ -138,7 +142,7 @@ def verify_disk(
         length = min(cs, disk.capacity_bytes - index * cs)
         data = reader.read(index * cs, length)
         want = disk.chunks[index]
-        ok = data == _zero(length) if want is None else chunk_id(data) == want
+        ok = data == _zero(length) if want is None else id_of(data) == want
         if progress:
             progress(length)
         return ok

@@ -11,6 +11,7 @@ import pytest
 from dpflow.errors import UserError
 from dpflow.store import ChunkStore, CorruptChunk, DiskManifest, VersionManifest
 from dpflow.store.manifest import read_manifest, write_manifest
+from dpflow.store.packs import pack_path, read_trailer
 from dpflow.store.pipeline import backup_disk, restore_blocks, verify_disk
 
 CS = 64 * 1024
@@ -67,28 +68,73 @@ def test_pipeline_memory_is_bounded(store: ChunkStore) -> None:
     assert disk.max_in_flight <= 2
 
 
+def _flip_byte_of(store: ChunkStore, cid: str) -> None:
+    pack, offset, length = store.index.lookup(cid)
+    path = pack_path(store.packs_dir, pack)
+    with open(path, "r+b") as f:
+        f.seek(offset + length - 1)
+        b = f.read(1)
+        f.seek(offset + length - 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
 def test_corrupt_chunk_is_detected_on_restore(store: ChunkStore) -> None:
     data = os.urandom(4 * CS)
     chunks, _ = backup_disk(BytesDisk(data), store, chunk_size=CS, workers=2)
-    victim = store.path_of(chunks[2])
-    blob = bytearray(victim.read_bytes())
-    blob[-1] ^= 0xFF
-    victim.write_bytes(bytes(blob))
+    _flip_byte_of(store, chunks[2])
     disk = DiskManifest(key=1, label="d", capacity_bytes=len(data), chunk_size=CS, chunks=chunks)
     with pytest.raises(CorruptChunk):
         b"".join(restore_blocks(store, disk, workers=2))
-    store.path_of(chunks[1]).unlink()
     with pytest.raises(CorruptChunk, match="missing"):
-        store.get(chunks[1])
+        store.get("00" * 32)
+
+
+def test_pack_trailer_matches_index(store: ChunkStore) -> None:
+    chunks, _ = backup_disk(BytesDisk(os.urandom(6 * CS)), store, chunk_size=CS, workers=2)
+    from_trailers = {c for p in store.packs_dir.rglob("*.pack") for c, _, _ in read_trailer(p)}
+    assert from_trailers == set(chunks) == store.all_chunk_ids()
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_failed_copy_leaves_no_open_pack(store: ChunkStore) -> None:
+    class Failing(BytesDisk):
+        def read(self, offset: int, length: int) -> bytes:
+            if offset >= 5 * CS:
+                raise OSError("disk gone")
+            return super().read(offset, length)
+
+    with pytest.raises(OSError):
+        backup_disk(Failing(os.urandom(8 * CS)), store, chunk_size=CS, workers=2)
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_encrypted_store(tmp_path: Path) -> None:
+    key = os.urandom(32)
+    store = ChunkStore(tmp_path / "enc", key=key).init()
+    text = b"the same plaintext in two stores " * 4000
+    cid = store.chunk_id(text)
+    assert cid != ChunkStore(tmp_path / "plain").init().chunk_id(text)  # keyed ids
+    store.put(cid, text)
+    store.flush()
+    assert store.get(cid) == text
+    raw = b"".join(p.read_bytes() for p in store.packs_dir.rglob("*.pack"))
+    assert b"the same plaintext" not in raw  # compressed and sealed
+    _flip_byte_of(store, cid)
+    with pytest.raises(CorruptChunk, match="authentication"):
+        store.get(cid)
+    with pytest.raises(UserError, match="wrong key"):
+        ChunkStore(tmp_path / "enc", key=os.urandom(32)).init()
+    with pytest.raises(UserError, match="is encrypted"):
+        ChunkStore(tmp_path / "enc").init()
 
 
 def test_verify_names_the_differing_chunks(store: ChunkStore) -> None:
     data = bytearray(os.urandom(8 * CS))
     chunks, _ = backup_disk(BytesDisk(bytes(data)), store, chunk_size=CS, workers=2)
     disk = DiskManifest(key=1, label="d", capacity_bytes=len(data), chunk_size=CS, chunks=chunks)
-    assert verify_disk(BytesDisk(bytes(data)), disk, workers=2) == []
+    assert verify_disk(BytesDisk(bytes(data)), disk, store.chunk_id, workers=2) == []
     data[5 * CS + 7] ^= 1
-    assert verify_disk(BytesDisk(bytes(data)), disk, workers=2) == [5]
+    assert verify_disk(BytesDisk(bytes(data)), disk, store.chunk_id, workers=2) == [5]
 
 
 def test_manifest_round_trip_and_no_temp_left(store: ChunkStore) -> None:
