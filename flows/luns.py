@@ -20,7 +20,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from dpflow.errors import UserError
+from dpflow.errors import TransientError, UserError
 from dpflow.locks import exclusive
 from drivers.protocols import ReplicaKind
 from tasks.array import (
@@ -141,7 +141,8 @@ def replicate_luns(config: str, group: str, luns: list[str], kind: str | None = 
             except BaseException as exc:
                 if result.version_id is None:
                     try:  # compensation: no replica set without its version
-                        discard_replica_set(config, arr, name)
+                        discard_replica_set(config, arr, name,
+                                            uncertain=isinstance(exc, TransientError))
                     except Exception as orphan:  # noqa: BLE001 - reported, original raised
                         report_orphan_replica(arr, name, orphan)
                 raise exc

@@ -86,7 +86,7 @@ def remove_leftover_replicas(config: str, array: str, luns: list[str]) -> list[s
     return removed
 
 
-@step(name="create replica set", retries=2, delay=2.0)
+@step(name="create replica set", retries=2)
 def create_replica_set(config: str, array: str, name: str, luns: list[str],
                        kind: ReplicaKind, policy: str) -> MadeReplica:
     """One consistency group replica of `luns`; a loose policy falls back when out of space.
@@ -207,9 +207,17 @@ def commit_replica_version(config: str, array: str, session_id: str, group: str,
 
 
 @step(name="delete replica set", retries=3, delay=2.0)
-def discard_replica_set(config: str, array: str, name: str) -> bool:
-    """Compensation of `create_replica_set`: the set goes (with any presentation of it)."""
-    drv = environment(config).array(array)
+def discard_replica_set(config: str, array: str, name: str, uncertain: bool = False) -> bool:
+    """Compensation of `create_replica_set`: the set goes (with any presentation of it).
+
+    uncertain: the session ended on a timeout, so a request the provider never answered
+    may still be applied; wait one request timeout first. Anything later still is removed
+    by the next session of these LUNs (`remove_leftover_replicas`).
+    """
+    env = environment(config)
+    drv = env.array(array)
+    if uncertain:
+        time.sleep(env.dc.array(array).timeout_s)
     try:
         rs = drv.get_replica_set(name)
     except NotFound:
