@@ -82,6 +82,16 @@ class SnapshotPolicy(Strict):
     )
 
 
+class ChangeTracking(Strict):
+    """VMware Changed Block Tracking: read only what changed, and check the answer."""
+
+    enabled: bool = True
+    verify_samples: int = Field(
+        8, ge=0, le=100_000,
+        description="unchanged chunks re-read at random per incremental disk and compared "
+        "with the previous version; a difference means the CBT answer is wrong → full read")
+
+
 class Store(Strict):
     """A 'file library' on disk: deduplicating, compressed chunks."""
 
@@ -146,6 +156,7 @@ class DataCentre(Strict):
     stores: list[Store] = Field(min_length=1)
     proxies: list[Proxy] = [Proxy()]
     snapshot: SnapshotPolicy = SnapshotPolicy()
+    change_tracking: ChangeTracking = ChangeTracking()
     catalog_url: str = "sqlite:///catalog.db"
     arrays: list[Array] = []
 

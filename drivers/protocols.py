@@ -13,7 +13,15 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-from dpflow.errors import PermanentError
+from dpflow.errors import PermanentError, TransientError
+
+
+class QuiesceFailed(TransientError):
+    """The guest could not be quiesced; the snapshot policy decides what happens next."""
+
+
+class CbtUnusable(PermanentError):
+    """Change tracking cannot answer for this disk: the caller must read it in full."""
 
 
 class DiskInfo(BaseModel):
@@ -26,6 +34,7 @@ class DiskInfo(BaseModel):
     file_name: str = Field(description="descriptor path, e.g. '[LocalDS_0] vm1/disk1.vmdk'")
     controller_key: int | None = None
     unit_number: int | None = None
+    change_id: str | None = Field(None, description="CBT changeId of this state of the disk")
 
 
 class VmInfo(BaseModel):
@@ -81,6 +90,17 @@ class Hypervisor(Protocol):
         ...
 
     def datastore_free_bytes(self, datastore: str) -> int: ...
+
+    def enable_change_tracking(self, vm: VmInfo) -> bool:
+        """Turn CBT on if it is off; True if it was turned on now (no changeId to trust yet)."""
+        ...
+
+    def changed_areas(self, snap: SnapshotRef, disk: DiskInfo,
+                      since_change_id: str) -> list[tuple[int, int]]:
+        """(start, length) areas changed since `since_change_id` ('*' = allocated areas),
+        paged to the end of the disk and checked; raises CbtUnusable when the answer
+        cannot be trusted (reset or unknown changeId, tracking off)."""
+        ...
 
     def open_disk(self, disk: DiskInfo) -> DiskReader: ...
 

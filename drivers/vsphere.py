@@ -25,7 +25,7 @@ from pyVmomi import vim, vmodl
 
 from dpflow.config import VCenter
 from dpflow.errors import NotFound, PermanentError, TransientError, UserError
-from drivers.protocols import DiskInfo, SnapshotRef, VmInfo
+from drivers.protocols import CbtUnusable, DiskInfo, QuiesceFailed, SnapshotRef, VmInfo
 
 T = TypeVar("T")
 
@@ -40,10 +40,6 @@ _TRANSIENT_FAULTS: tuple[type, ...] = (
     vmodl.fault.RequestCanceled,
 )
 _NETWORK_ERRORS = (http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError)
-
-
-class QuiesceFailed(TransientError):
-    """The guest could not be quiesced; the snapshot policy decides what happens next."""
 
 
 def _fault_text(fault: vmodl.MethodFault) -> str:
@@ -177,7 +173,8 @@ class VSphere:
                 out.append(DiskInfo(key=d.key, label=d.deviceInfo.label if d.deviceInfo else "",
                                     capacity_bytes=d.capacityInBytes or d.capacityInKB * 1024,
                                     datastore=fn[1:fn.index("]")], file_name=fn,
-                                    controller_key=d.controllerKey, unit_number=d.unitNumber))
+                                    controller_key=d.controllerKey, unit_number=d.unitNumber,
+                                    change_id=getattr(d.backing, "changeId", None) or None))
         return out
 
     def _vm_info(self, vm: Any) -> VmInfo:
@@ -206,6 +203,52 @@ class VSphere:
                     return int(ds.summary.freeSpace)
             raise NotFound(f"unknown datastore '{datastore}'")
         return self._call(f"free space of {datastore}", go)
+
+    # --- change block tracking -------------------------------------------------
+    def enable_change_tracking(self, vm: VmInfo) -> bool:
+        def go() -> bool:
+            obj = self._vm_by_moref(vm.moref)
+            if obj.config.changeTrackingEnabled:
+                return False
+            self._wait(obj.ReconfigVM_Task(
+                spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)), "enable CBT")
+            return True
+        return self._call(f"enable change tracking on {vm.name}", go)
+
+    def changed_areas(self, snap: SnapshotRef, disk: DiskInfo,
+                      since_change_id: str) -> list[tuple[int, int]]:
+        """Page QueryChangedDiskAreas to the disk's end, checking every page.
+
+        Bareos shipped silently incomplete incrementals by stopping after the first page;
+        here the pages must tile the disk exactly and every area must lie inside it.
+        """
+        obj = self._vm_by_moref(snap.vm_moref)
+        snap_obj = vim.vm.Snapshot(snap.moref, self.si._stub)
+        size = disk.capacity_bytes
+        areas: list[tuple[int, int]] = []
+        offset = 0
+        while offset < size:
+            try:
+                info = self._call(f"changed areas of {disk.file_name}", lambda o=offset:
+                                  obj.QueryChangedDiskAreas(snapshot=snap_obj,
+                                                            deviceKey=disk.key, startOffset=o,
+                                                            changeId=since_change_id))
+            except PermanentError as exc:
+                raise CbtUnusable(str(exc)) from exc
+            start, length = int(info.startOffset), int(info.length)
+            if start != offset or length <= 0 or start + length > size:
+                raise CbtUnusable(f"CBT page [{start}, +{length}) does not continue the disk "
+                                  f"at {offset} (size {size})")
+            for a in info.changedArea or []:
+                a0, an = int(a.start), int(a.length)
+                if an <= 0 or a0 < start or a0 + an > start + length:
+                    raise CbtUnusable(f"CBT area [{a0}, +{an}) lies outside its page "
+                                      f"[{start}, +{length})")
+                if areas and a0 < areas[-1][0] + areas[-1][1]:
+                    raise CbtUnusable(f"CBT areas overlap or are out of order at {a0}")
+                areas.append((a0, an))
+            offset = start + length
+        return areas
 
     # --- snapshots -------------------------------------------------------------
     def create_snapshot(self, vm: VmInfo, name: str, quiesce: bool) -> SnapshotRef:

@@ -18,9 +18,11 @@ from dpflow.errors import DpflowError
 from dpflow.locks import exclusive
 from tasks.catalog import close_session, open_session
 from tasks.media import (
+    DiskCopy,
     backup_disk,
     commit_version,
     load_manifest,
+    previous_version,
     restore_disk,
     verify_restored_disk,
 )
@@ -28,6 +30,7 @@ from tasks.vsphere import (
     check_space,
     create_snapshot,
     destroy_vm,
+    enable_change_tracking,
     find_vm,
     power_on,
     prepare_target,
@@ -49,6 +52,16 @@ class BackupResult(BaseModel):
     seconds: float = 0.0
     snapshot_removed: bool = True
     message: str = ""
+
+
+def version_note(quiesced: bool, copies: list[DiskCopy]) -> str:
+    """What an administrator must know about a version, in one line."""
+    parts = [] if quiesced else ["crash-consistent: the guest was not quiesced"]
+    inc = sum(c.incremental for c in copies)
+    parts.append(f"incremental (CBT) {inc}/{len(copies)} disks" if inc else "full")
+    parts += [f"{c.manifest.label}: full, {c.manifest.full_reason}" for c in copies
+              if c.manifest.full_reason and inc]
+    return "; ".join(parts)
 
 
 class RestoreResult(BaseModel):
@@ -78,11 +91,14 @@ def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupRes
                 result.status, result.message = "skipped", why_not
                 return result
             remove_leftover_snapshots(config, vcenter, info)
+            previous = previous_version(config, vm, store)
+            enable_change_tracking(config, vcenter, info)
             snap = create_snapshot(config, vcenter, info, session_id)
             try:
                 disks = snapshot_disks(config, vcenter, snap)
-                copies = [backup_disk(config, vcenter, vm, d, store) for d in disks]
-                note = "" if snap.quiesced else "crash-consistent: the guest was not quiesced"
+                copies = [backup_disk(config, vcenter, vm, snap, d, store, previous)
+                          for d in disks]
+                note = version_note(snap.quiesced, copies)
                 result.version_id = commit_version(config, store, session_id, info,
                                                    snap.quiesced, copies, note)
                 result.quiesced = snap.quiesced

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from prefect import get_run_logger
 from pydantic import BaseModel
 
 from dpflow.environment import environment
@@ -14,7 +15,8 @@ from dpflow.store import DiskManifest, VersionManifest
 from dpflow.store.manifest import read_manifest, write_manifest
 from dpflow.store.pipeline import backup_disk as copy_disk_to_store
 from dpflow.store.pipeline import restore_blocks, verify_disk
-from drivers.protocols import DiskInfo, VmInfo
+from drivers.protocols import DiskInfo, SnapshotRef, VmInfo
+from tasks.cbt_plan import ReadPlan, plan_read, sample_unchanged
 from tasks.common import step
 
 
@@ -23,29 +25,59 @@ class DiskCopy(BaseModel):
     bytes_read: int
     bytes_added: int
     seconds: float
+    chunks_read: int
+
+    @property
+    def incremental(self) -> bool:
+        return self.manifest.full_reason is None
 
 
 @step(name="back up disk", retries=2, delay=2.0)
-def backup_disk(config: str, vcenter: str, vm: str, disk: DiskInfo,
-                store: str | None) -> DiskCopy:
-    """One frozen snapshot disk into the store. A retry re-reads; stored chunks are kept."""
+def backup_disk(config: str, vcenter: str, vm: str, snap: SnapshotRef, disk: DiskInfo,
+                store: str | None, previous_version: str | None) -> DiskCopy:
+    """One frozen snapshot disk into the store: only what CBT says changed, when it can be
+    trusted. A retry re-reads; chunks already stored are kept."""
     env = environment(config)
     s = env.dc.store(store)
-    proxy = env.dc.proxies[0]
-    reader = env.hypervisor(vcenter).open_disk(disk)
-    m = meter(f"{vm}:{disk.key}", f"{vm} {disk.label}", disk.capacity_bytes)
-    t0 = time.perf_counter()
+    st = env.store(store)
+    hv = env.hypervisor(vcenter)
+    log = get_run_logger()
+    prev = None
+    if previous_version and env.dc.change_tracking.enabled:
+        prev = next((d for d in read_manifest(st, previous_version).disks if d.key == disk.key),
+                    None)
+    cbt_disk = disk if env.dc.change_tracking.enabled else disk.model_copy(
+        update={"change_id": None})
+    plan = plan_read(hv, snap, cbt_disk, prev, s.chunk_size)
+    reader = hv.open_disk(disk)
     try:
-        chunks, stats = copy_disk_to_store(reader, env.store(store),
-                                           chunk_size=s.chunk_size,
-                                           workers=proxy.read_streams, progress=m)
+        bad = sample_unchanged(reader, plan, st.chunk_id, s.chunk_size,
+                               env.dc.change_tracking.verify_samples)
+        if bad:
+            log.error("CBT answer for %s %s is wrong: %d sampled unchanged chunk(s) changed "
+                      "(first at byte %d); reading the whole disk", vm, disk.label, len(bad),
+                      bad[0] * s.chunk_size)
+            plan = ReadPlan(None, None, f"CBT answer inconsistent: {len(bad)} sampled "
+                                        f"unchanged chunk(s) differ")
+        total = disk.capacity_bytes if plan.only is None else len(plan.only) * s.chunk_size
+        m = meter(f"{vm}:{disk.key}", f"{vm} {disk.label}", total)
+        t0 = time.perf_counter()
+        try:
+            chunks, stats = copy_disk_to_store(reader, st, chunk_size=s.chunk_size,
+                                               workers=env.dc.proxies[0].read_streams,
+                                               progress=m, only=plan.only, base=plan.base)
+        finally:
+            m.close()
     finally:
-        m.close()
         reader.close()
+    if plan.full_reason and prev is not None:
+        log.warning("%s %s read in full: %s", vm, disk.label, plan.full_reason)
     manifest = DiskManifest(key=disk.key, label=disk.label, capacity_bytes=disk.capacity_bytes,
-                            chunk_size=s.chunk_size, chunks=chunks)
+                            chunk_size=s.chunk_size, chunks=chunks, change_id=disk.change_id,
+                            full_reason=plan.full_reason)
     return DiskCopy(manifest=manifest, bytes_read=stats.bytes_read,
-                    bytes_added=stats.bytes_added, seconds=time.perf_counter() - t0)
+                    bytes_added=stats.bytes_added, seconds=time.perf_counter() - t0,
+                    chunks_read=stats.chunks_new + stats.chunks_reused + stats.chunks_zero)
 
 
 @step(name="commit version", retries=3)
@@ -69,6 +101,15 @@ def commit_version(config: str, store: str | None, session_id: str, vm: VmInfo,
                 "chunks_stored": c.manifest.stored_chunks} for c in copies],
         note=note)
     return version_id
+
+
+@step(name="find previous version")
+def previous_version(config: str, vm: str, store: str | None) -> str | None:
+    """The latest version of `vm` in this store: the base an incremental builds on."""
+    env = environment(config)
+    name = env.dc.store(store).name
+    rows = [v for v in env.catalog().versions(vm) if v.store == name]
+    return rows[-1].id if rows else None
 
 
 @step(name="read manifest")

@@ -7,8 +7,7 @@ from prefect.events import emit_event
 
 from dpflow.environment import environment
 from dpflow.errors import PermanentError, UserError
-from drivers.protocols import DiskInfo, SnapshotRef, VmInfo
-from drivers.vsphere import QuiesceFailed
+from drivers.protocols import DiskInfo, QuiesceFailed, SnapshotRef, VmInfo
 from tasks.common import step
 
 SNAPSHOT_PREFIX = "dpflow-"
@@ -79,6 +78,18 @@ def create_snapshot(config: str, vcenter: str, vm: VmInfo, session_id: str) -> S
         log.warning("falling back to a crash-consistent snapshot of %s (policy: prefer)",
                     vm.name)
     return hv.create_snapshot(vm, name, quiesce=False)
+
+
+@step(name="enable change tracking")
+def enable_change_tracking(config: str, vcenter: str, vm: VmInfo) -> bool:
+    """CBT on before the snapshot, so the snapshot's disks carry a changeId."""
+    env = environment(config)
+    if not env.dc.change_tracking.enabled:
+        return False
+    turned_on = env.hypervisor(vcenter).enable_change_tracking(vm)
+    if turned_on:
+        get_run_logger().info("change tracking enabled on %s", vm.name)
+    return turned_on
 
 
 @step(name="snapshot disks")

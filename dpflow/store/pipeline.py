@@ -45,6 +45,18 @@ def _zero(length: int, _cache: dict[int, bytes] = {}) -> bytes:  # noqa: B006 - 
     return z
 
 
+def chunks_touching(areas: list[tuple[int, int]], chunk_size: int, size: int) -> list[int]:
+    """Indexes of the chunks that (start, length) areas touch, ascending, each once."""
+    out: list[int] = []
+    for start, length in areas:
+        first = start // chunk_size
+        last = (min(start + length, size) - 1) // chunk_size
+        if out and first <= out[-1]:
+            first = out[-1] + 1
+        out.extend(range(first, last + 1))
+    return out
+
+
 def backup_disk(
     reader: RangeReader,
     store: ChunkStore,
@@ -52,10 +64,21 @@ def backup_disk(
     chunk_size: int,
     workers: int,
     progress: Progress | None = None,
+    only: list[int] | None = None,
+    base: list[str | None] | None = None,
 ) -> tuple[list[str | None], CopyStats]:
-    """Copy a whole disk into the store; returns its chunk list in disk order."""
+    """Copy a disk into the store; returns its complete chunk list in disk order.
+
+    `only` limits reading to those chunk indexes (changed or allocated areas); every
+    other chunk is taken from `base` (the previous version's map) or is zero. The result
+    is always a full map: a synthetic full.
+    """
     stats = CopyStats()
     n = (reader.size + chunk_size - 1) // chunk_size
+    todo = list(range(n)) if only is None else only
+    chunks: list[str | None] = list(base) if base is not None else [None] * n
+    if len(chunks) != n:
+        raise ValueError(f"base map has {len(chunks)} chunks, the disk {n}")
 
     def one(index: int) -> tuple[str | None, int, int]:
         offset = index * chunk_size
@@ -68,17 +91,17 @@ def backup_disk(
         cid = store.chunk_id(data)
         return cid, length, store.put(cid, data)
 
-    chunks: list[str | None] = []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dpflow-copy") as pool:
-        pending: deque[Future[tuple[str | None, int, int]]] = deque()
-        next_index = 0
+        pending: deque[tuple[int, Future[tuple[str | None, int, int]]]] = deque()
+        k = 0
         try:
-            while next_index < n or pending:
-                while next_index < n and len(pending) < workers * 2:
-                    pending.append(pool.submit(one, next_index))
-                    next_index += 1
-                cid, length, added = pending.popleft().result()
-                chunks.append(cid)
+            while k < len(todo) or pending:
+                while k < len(todo) and len(pending) < workers * 2:
+                    pending.append((todo[k], pool.submit(one, todo[k])))
+                    k += 1
+                index, fut = pending.popleft()
+                cid, length, added = fut.result()
+                chunks[index] = cid
                 stats.bytes_read += length
                 stats.bytes_added += added
                 if cid is None:
@@ -90,7 +113,7 @@ def backup_disk(
                 if progress:
                     progress(length)
         except BaseException:
-            for f in pending:
+            for _, f in pending:
                 f.cancel()
             pool.shutdown(wait=True)
             store.abandon()
