@@ -60,7 +60,7 @@ def version_note(quiesced: bool, copies: list[DiskCopy]) -> str:
     inc = sum(c.incremental for c in copies)
     parts.append(f"incremental (CBT) {inc}/{len(copies)} disks" if inc else "full")
     parts += [f"{c.manifest.label}: full, {c.manifest.full_reason}" for c in copies
-              if c.manifest.full_reason and inc]
+              if c.manifest.full_reason and not c.manifest.full_reason.startswith("first")]
     return "; ".join(parts)
 
 
