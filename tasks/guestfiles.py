@@ -1,0 +1,391 @@
+"""File-level steps: guest files of a snapshot disk into the store, versions committed,
+files restored from a file-level version or straight out of an image version."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import blake3
+from pydantic import BaseModel
+
+from dpflow.environment import environment
+from dpflow.errors import NotFound, UserError
+from dpflow.guestfs import ImageDisk, RangeFile, SafeTarget, UnsafePath, discover, split_path
+from dpflow.guestfs.fs import Entry, GuestVolume
+from dpflow.guestfs.select import Selection
+from dpflow.store import ChunkStore, VersionManifest
+from dpflow.store.manifest import read_manifest, write_manifest
+from drivers.protocols import DiskInfo, VmInfo
+from tasks.common import step
+
+LEVELS = ("full", "incr", "diff")
+_ENTRY_FIELDS = ("volume", "path", "kind", "size", "mtime_ns", "ctime_ns", "mode", "uid", "gid",
+                 "owner", "attributes", "inode", "nlink", "target")
+
+
+class DiskFiles(BaseModel):
+    disk_key: int
+    volumes: list[dict[str, Any]]
+    files: list[dict[str, Any]]
+    files_read: int = 0
+    bytes_read: int = 0  # file bytes read from the guest
+    bytes_added: int = 0
+    device_bytes_read: int = 0  # bytes read from the snapshot disk (metadata included)
+    problems: list[str] = []
+
+
+class FileRestore(BaseModel):
+    files: int = 0
+    bytes_written: int = 0
+    skipped: list[str] = []
+    refused: list[str] = []
+    renamed: list[str] = []
+    source_bytes_read: int = 0  # store bytes (image) fetched for this restore
+    source_chunks_read: int = 0
+    image_bytes: int = 0
+
+
+# --- planning (catalog only: before any hardware) ----------------------------------------
+def plan_level(config: str, vm: str, level: str, store: str | None,
+               full_if_needed: bool) -> tuple[str, str | None]:
+    """The level to run and the version it compares with (None for a full)."""
+    if level not in LEVELS:
+        raise UserError(f"unknown level '{level}': use full, incr or diff")
+    if level == "full":
+        return "full", None
+    env = environment(config)
+    store_name = env.dc.store(store).name
+    sets = [s for s in env.catalog().file_sets(vm) if s.version.store == store_name]
+    fulls = [s for s in sets if s.level == "full"]
+    if not fulls:
+        if full_if_needed:
+            return "full", None
+        raise UserError(f"no earlier full file-level backup of VM '{vm}' in store "
+                        f"{store_name}: a {level} needs one; run --level full, or add "
+                        f"--full-if-needed")
+    base = sets[-1] if level == "incr" else fulls[-1]
+    return level, base.version_id
+
+
+# --- backup -------------------------------------------------------------------------------
+def _zero(data: bytes, _z: dict[int, bytes] = {}) -> bool:  # noqa: B006 - a cache on purpose
+    z = _z.get(len(data))
+    if z is None:
+        z = _z[len(data)] = bytes(len(data))
+    return data == z
+
+
+class _Writer:
+    """File contents into the store: hashing here, compression and writes overlapped."""
+
+    def __init__(self, store: ChunkStore, chunk_size: int, workers: int) -> None:
+        self.store, self.chunk_size = store, chunk_size
+        self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="dpflow-put")
+        self.inflight: deque[Future[int]] = deque()
+        self.limit = 2 * max(1, workers)
+        self.bytes_added = 0
+
+    def _drain(self, keep: int) -> None:
+        while len(self.inflight) > keep:
+            self.bytes_added += self.inflight.popleft().result()
+
+    def store_file(self, stream: Any, size: int) -> tuple[str, list[str | None], int]:
+        h = blake3.blake3(max_threads=1)
+        chunks: list[str | None] = []
+        total = 0
+        while total < size:
+            data = stream.read(min(self.chunk_size, size - total))
+            if not data:
+                raise OSError(f"file data ends at {total} of {size} bytes")
+            total += len(data)
+            h.update(data)
+            if _zero(data):
+                chunks.append(None)
+                continue
+            cid = self.store.chunk_id(data)
+            chunks.append(cid)
+            self.inflight.append(self.pool.submit(self.store.put, cid, data))
+            self._drain(self.limit)
+        return h.hexdigest(), chunks, total
+
+    def close(self, wait_only: bool = False) -> None:
+        try:
+            if not wait_only:
+                self._drain(0)
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def _unchanged(prev: Any, e: Entry) -> bool:
+    return (prev is not None and prev.kind == e.kind and prev.size == e.size
+            and prev.mtime_ns == e.mtime_ns and prev.ctime_ns == e.ctime_ns
+            and prev.inode == e.inode and prev.digest is not None)
+
+
+def _record(e: Entry) -> dict[str, Any]:
+    return {k: getattr(e, k) for k in _ENTRY_FIELDS}
+
+
+@step(name="back up guest files", retries=2, delay=2.0)
+def backup_disk_files(config: str, vcenter: str, vm: str, disk: DiskInfo, index: int,
+                      base_version: str | None, include: list[str] | None,
+                      exclude: list[str] | None, store: str | None) -> DiskFiles:
+    """Walk the file systems of one frozen snapshot disk; new or changed file data into the
+    store. Unchanged files (same size, times and inode as in the base) are not read."""
+    env = environment(config)
+    s = env.dc.store(store)
+    chunk_store = env.store(store)
+    sel = Selection(include, exclude)
+    base: dict[tuple[str, str], Any] = {}
+    if base_version:
+        prefix = f"d{index}"
+        base = {(r.volume, r.path): r for r in env.catalog().files(base_version)
+                if r.volume == prefix or r.volume.startswith(prefix + "p")
+                or r.volume.startswith(prefix + "-")}
+    reader = env.hypervisor(vcenter).open_disk(disk)
+    dev = RangeFile(reader, disk.capacity_bytes)
+    out = DiskFiles(disk_key=disk.key, volumes=[], files=[])
+    writer = _Writer(chunk_store, s.chunk_size, env.dc.proxies[0].workers)
+    try:
+        for report, vol in discover(dev, disk.capacity_bytes, index):
+            out.volumes.append(report.__dict__)
+            if vol is None or not sel.wants_volume(vol.name):
+                if report.error:
+                    out.problems.append(f"{report.name}: {report.error}")
+                continue
+            _walk_volume(vol, sel, base, writer, out)
+            out.problems += vol.problems
+        writer.close()
+        chunk_store.flush()  # every chunk the file list names is durable before we return
+    except BaseException:
+        writer.close(wait_only=True)
+        chunk_store.abandon()  # compensation: half-written packs never become visible
+        raise
+    finally:
+        reader.close()
+    out.bytes_added = writer.bytes_added
+    out.device_bytes_read = dev.bytes_read
+    return out
+
+
+def _walk_volume(vol: GuestVolume, sel: Selection, base: dict[tuple[str, str], Any],
+                 writer: _Writer, out: DiskFiles) -> None:
+    for e in vol.walk(lambda p, d: sel(vol.name, p, d)):
+        rec = _record(e)
+        rec.update(digest=None, chunks=None, changed=True)
+        if e.kind == "file":
+            prev = base.get((e.volume, e.path))
+            if _unchanged(prev, e):
+                rec.update(digest=prev.digest, chunks=prev.chunks, changed=False)
+            else:
+                try:
+                    digest, chunks, n = writer.store_file(vol.open(e), e.size)
+                except Exception as exc:  # noqa: BLE001 - one unreadable file, reported
+                    vol._problem(e.path, exc)
+                    continue
+                rec.update(digest=digest,
+                           chunks=json.dumps({"chunk_size": writer.chunk_size, "ids": chunks}))
+                out.files_read += 1
+                out.bytes_read += n
+        elif prev_same := base.get((e.volume, e.path)):
+            rec["changed"] = not (prev_same.kind == e.kind and prev_same.mtime_ns == e.mtime_ns
+                                  and prev_same.ctime_ns == e.ctime_ns)
+        out.files.append(rec)
+
+
+@step(name="commit file version", retries=3)
+def commit_files_version(config: str, store: str | None, session_id: str, vm: VmInfo,
+                         quiesced: bool, level: str, base_version: str | None,
+                         parts: list[DiskFiles], note: str) -> str:
+    """File index and manifest made durable in the store, then one catalog transaction."""
+    env = environment(config)
+    chunk_store = env.store(store)
+    files = [f for p in parts for f in p.files]
+    index: list[str] = []
+    buf = bytearray()
+    for f in files:
+        buf += json.dumps(f, separators=(",", ":")).encode() + b"\n"
+        if len(buf) >= 1 << 20:
+            index.append(_put(chunk_store, bytes(buf)))
+            buf.clear()
+    if buf:
+        index.append(_put(chunk_store, bytes(buf)))
+    created = datetime.now(UTC)
+    volumes = [v for p in parts for v in p.volumes]
+    write_manifest(chunk_store, VersionManifest(
+        version_id=session_id, object_name=vm.name, created=created, quiesced=quiesced,
+        vm={"kind": "files", "level": level, "base_version": base_version,
+            "file_index": index, "volumes": volumes, "vm": vm.model_dump()}, disks=[]))
+    env.catalog().commit_file_version(
+        version_id=session_id, session_id=session_id, name=vm.name,
+        store=env.dc.store(store).name, created=created, quiesced=quiesced, level=level,
+        base_version_id=base_version, bytes_read=sum(p.bytes_read for p in parts),
+        bytes_added=sum(p.bytes_added for p in parts), files=files,
+        volumes=json.dumps(volumes), note=note)
+    return session_id
+
+
+def _put(store: ChunkStore, data: bytes) -> str:
+    cid = store.chunk_id(data)
+    store.put(cid, data)
+    return cid
+
+
+# --- restore ------------------------------------------------------------------------------
+def select_catalogued(config: str, vm: str, patterns: list[str], version: str | None
+                      ) -> tuple[str, list[Any]]:
+    """(version id, file rows) a restore or find takes; UserError when nothing matches."""
+    cat = environment(config).catalog()
+    if version is None:
+        sets = cat.file_sets(vm)
+        if not sets:
+            raise NotFound(f"no file-level version of VM '{vm}': `dpflow backup files {vm}` "
+                           f"takes one")
+        version = sets[-1].version_id
+    fs = cat.file_set(version)
+    if fs.version.object.name != vm:
+        raise UserError(f"version {version} belongs to VM {fs.version.object.name}, not {vm}")
+    sel = Selection(patterns)
+    rows = [r for r in cat.files(version) if sel.takes(r.volume, r.path)]
+    if not rows:
+        raise UserError(f"nothing in version {version} of {vm} matches "
+                        f"{' '.join(patterns)!r}: `dpflow find {vm} '*'` lists its files")
+    return version, rows
+
+
+def _blocks(store: ChunkStore, chunks_json: str | None, size: int, digest: str | None,
+            what: str) -> Iterator[bytes]:
+    """A catalogued file's bytes, each chunk verified by the store, the whole by digest."""
+    ref = json.loads(chunks_json) if chunks_json else {"chunk_size": 1, "ids": []}
+    chunk_size, chunks = ref["chunk_size"], ref["ids"]
+    h = blake3.blake3(max_threads=1)
+    left = size
+    for cid in chunks:
+        n = min(chunk_size, left)
+        data = bytes(n) if cid is None else store.get(cid)
+        h.update(data)
+        left -= len(data)
+        yield data
+    if left != 0 or (digest is not None and h.hexdigest() != digest):
+        from dpflow.errors import PermanentError
+
+        raise PermanentError(f"{what}: restored bytes do not match the catalogued digest")
+
+
+@step(name="restore guest files", retries=1)
+def restore_catalogued_files(config: str, vm: str, version: str, patterns: list[str],
+                             target: str, conflict: str) -> FileRestore:
+    env = environment(config)
+    row = env.catalog().version(version)
+    store = env.store(row.store)
+    _, rows = select_catalogued(config, vm, patterns, version)
+    out = FileRestore()
+    with SafeTarget(target) as t:
+        for r in rows:
+            parts = (r.volume, *split_path(r.path))
+            _restore_one(t, out, parts, r.kind, r.mode, r.mtime_ns, r.attributes, r.target,
+                         conflict, lambda r=r: _blocks(store, r.chunks, r.size, r.digest,
+                                                       r.path))
+        t.finish_dirs()
+    return out
+
+
+def _mode_of(mode: int | None, attributes: int | None) -> int | None:
+    if mode is not None:
+        return mode & 0o7777 & ~0o6000  # never set-id bits from a guest
+    if attributes is not None:
+        return 0o444 if attributes & 0x1 else 0o644  # NTFS read-only attribute
+    return None
+
+
+def _restore_one(t: SafeTarget, out: FileRestore, parts: tuple[str, ...], kind: str,
+                 mode: int | None, mtime_ns: int, attributes: int | None, link: str | None,
+                 conflict: str, blocks: Any) -> None:
+    where = "/".join(parts)
+    try:
+        if kind == "dir":
+            t.mkdir(parts, mode & 0o7777 if mode is not None else None, mtime_ns)
+            return
+        if kind == "symlink":
+            status = t.symlink(parts, link or "", conflict)
+        elif kind == "file":
+            def counted() -> Iterator[bytes]:
+                for b in blocks():
+                    out.bytes_written += len(b)
+                    yield b
+            status = t.write_file(parts, counted(), _mode_of(mode, attributes), mtime_ns,
+                                  conflict)
+        else:
+            out.refused.append(f"{where}: {kind} not created")
+            return
+    except UnsafePath as exc:
+        out.refused.append(f"{where}: {exc}")
+        return
+    if status.startswith("refused"):
+        out.refused.append(f"{where}: {status}")
+    elif status == "skipped":
+        out.skipped.append(where)
+    else:
+        if status.startswith("renamed:"):
+            out.renamed.append(f"{where} -> {status.split(':', 1)[1]}")
+        out.files += 1
+
+
+@step(name="restore files from image", retries=1)
+def restore_image_files(config: str, vm: str, version: str, patterns: list[str], target: str,
+                        conflict: str) -> FileRestore:
+    """Files straight out of an image version: its disks read lazily, chunk by chunk."""
+    env = environment(config)
+    row = env.catalog().version(version)
+    store = env.store(row.store)
+    manifest = read_manifest(store, version)
+    sel = Selection(patterns)
+    out = FileRestore()
+    found = 0
+    with SafeTarget(target) as t:
+        for i, dm in enumerate(manifest.disks):
+            img = ImageDisk(store, dm)
+            out.image_bytes += dm.capacity_bytes
+            dev = RangeFile(img, dm.capacity_bytes, block=64 << 10, cache_blocks=64)
+            for _report, vol in discover(dev, dm.capacity_bytes, i):
+                if vol is None or not sel.wants_volume(vol.name):
+                    continue
+                for e in vol.walk(lambda p, d, v=vol.name: sel(v, p, d)):
+                    if not sel.takes(e.volume, e.path):
+                        continue
+                    found += 1
+                    parts = (e.volume, *split_path(e.path))
+                    _restore_one(t, out, parts, e.kind, e.mode, e.mtime_ns, e.attributes,
+                                 e.target, conflict,
+                                 lambda e=e, vol=vol: _stream_blocks(vol.open(e), e.size))
+            out.source_bytes_read += img.bytes_fetched
+            out.source_chunks_read += img.chunks_fetched
+        t.finish_dirs()
+    if not found:
+        raise UserError(f"nothing in image version {version} of {vm} matches "
+                        f"{' '.join(patterns)!r}")
+    return out
+
+
+def _stream_blocks(stream: Any, size: int, block: int = 1 << 20) -> Iterator[bytes]:
+    left = size
+    while left > 0:
+        data = stream.read(min(block, left))
+        if not data:
+            raise OSError(f"file data ends {left} bytes early")
+        left -= len(data)
+        yield data
+
+
+def image_version_of(config: str, vm: str, version: str | None) -> str:
+    cat = environment(config).catalog()
+    row = cat.version(version) if version else cat.latest_version(vm)
+    if row.object.name != vm or row.object.kind != "vm":
+        raise UserError(f"version {row.id} is not an image version of VM {vm}")
+    return row.id
+
