@@ -298,6 +298,9 @@ def server_stop() -> None:
     console.print("stopped" if prefect_server.stop_server() else "no local server running")
 
 
+import dpflow.cli_files  # noqa: E402,F401 - registers backup files, restore files, find
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
