@@ -22,12 +22,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
-from dpflow.errors import NotFound
+from dpflow.errors import NotFound, UserError
 
 
 def now() -> datetime:
@@ -80,8 +81,11 @@ class VersionRow(Base):
     bytes_read: Mapped[int] = mapped_column(BigInteger)
     bytes_added: Mapped[int] = mapped_column(BigInteger)
     note: Mapped[str] = mapped_column(String(2000), default="")
+    protected_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                             nullable=True)
     object: Mapped[ObjectRow] = relationship()
-    disks: Mapped[list[DiskRow]] = relationship(back_populates="version", order_by="DiskRow.key")
+    disks: Mapped[list[DiskRow]] = relationship(back_populates="version", order_by="DiskRow.key",
+                                                cascade="all, delete-orphan")
 
 
 class DiskRow(Base):
@@ -327,12 +331,13 @@ class Catalog(ReplicaCatalog, FileCatalog):
     # --- versions --------------------------------------------------------------
     def commit_version(self, *, version_id: str, session_id: str, object_kind: str, name: str,
                        store: str, created: datetime, quiesced: bool, bytes_read: int,
-                       bytes_added: int, disks: list[dict[str, Any]], note: str = "") -> None:
+                       bytes_added: int, disks: list[dict[str, Any]], note: str = "",
+                       protected_until: datetime | None = None) -> None:
         with self.session() as db, db.begin():
             v = VersionRow(id=version_id, object=self._object(db, object_kind, name),
                            session_id=session_id, store=store, created=created,
                            quiesced=quiesced, bytes_read=bytes_read, bytes_added=bytes_added,
-                           note=note)
+                           note=note, protected_until=protected_until)
             v.disks = [DiskRow(**d) for d in disks]
             db.add(v)
 
@@ -353,6 +358,27 @@ class Catalog(ReplicaCatalog, FileCatalog):
                 raise NotFound(f"unknown version '{version_id}': `dpflow versions` lists them")
             _ = row.object, row.disks
             return row
+
+    def protect(self, version_id: str, until: datetime | None) -> None:
+        """Protection time: forget never removes a version before `until`."""
+        with self.session() as db, db.begin():
+            row = db.get(VersionRow, version_id)
+            if row is None:
+                raise NotFound(f"unknown version '{version_id}': `dpflow versions` lists them")
+            row.protected_until = until
+
+    def forget_version(self, version_id: str) -> None:
+        """Remove a version from the catalog (its manifest goes first; prune frees chunks)."""
+        with self.session() as db, db.begin():
+            row = db.get(VersionRow, version_id)
+            if row is None:
+                return
+            if row.object.kind == "lungroup":
+                raise UserError(f"version {version_id} is a replica set on an array: it is "
+                                f"removed by rotation, not by forget")
+            db.execute(delete(FileRow).where(FileRow.version_id == version_id))
+            db.execute(delete(FileSetRow).where(FileSetRow.version_id == version_id))
+            db.delete(row)
 
     def latest_version(self, name: str, object_kind: str = "vm") -> VersionRow:
         rows = self.versions(name, object_kind)

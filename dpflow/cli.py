@@ -7,7 +7,6 @@ traceback.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -299,11 +298,9 @@ def server_stop() -> None:
 
 
 import dpflow.cli_files  # noqa: E402,F401 - registers backup files, restore files, find
+from dpflow import cli_media  # noqa: E402,F401 - registers verify/forget/prune/protect
 
 
 def main() -> None:  # pragma: no cover - console entry
     app()
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())

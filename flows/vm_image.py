@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from dpflow.errors import DpflowError
 from dpflow.locks import exclusive
 from tasks.catalog import close_session, open_session
+from tasks.maintenance import register, unregister
 from tasks.media import (
     DiskCopy,
     backup_disk,
@@ -90,6 +91,7 @@ def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupRes
                 log.warning("skipping %s: %s", vm, why_not)
                 result.status, result.message = "skipped", why_not
                 return result
+            register(config, store, session_id)  # prune waits for us: no chunk vanishes
             remove_leftover_snapshots(config, vcenter, info)
             previous = previous_version(config, vm, store)
             enable_change_tracking(config, vcenter, info)
@@ -119,6 +121,7 @@ def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupRes
             result.message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise
         finally:
+            unregister(config, store, session_id)
             result.seconds = time.perf_counter() - t0
             close_session(config, session_id, result.status, result.message,
                           result.bytes_read, result.bytes_added)
