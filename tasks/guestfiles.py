@@ -83,6 +83,8 @@ def _zero(data: bytes, _z: dict[int, bytes] = {}) -> bool:  # noqa: B006 - a cac
 class _Writer:
     """File contents into the store: hashing here, compression and writes overlapped."""
 
+    READ = 4 << 20  # bytes per read from the snapshot disk (a multiple of any chunk size)
+
     def __init__(self, store: ChunkStore, chunk_size: int, workers: int) -> None:
         self.store, self.chunk_size = store, chunk_size
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="dpflow-put")
@@ -98,19 +100,23 @@ class _Writer:
         h = blake3.blake3(max_threads=1)
         chunks: list[str | None] = []
         total = 0
+        cs = self.chunk_size
         while total < size:
-            data = stream.read(min(self.chunk_size, size - total))
-            if not data:
+            # large reads (one range request each), cut into store chunks here
+            piece = stream.read(min(self.READ, size - total))
+            if not piece:
                 raise OSError(f"file data ends at {total} of {size} bytes")
-            total += len(data)
-            h.update(data)
-            if _zero(data):
-                chunks.append(None)
-                continue
-            cid = self.store.chunk_id(data)
-            chunks.append(cid)
-            self.inflight.append(self.pool.submit(self.store.put, cid, data))
-            self._drain(self.limit)
+            total += len(piece)
+            h.update(piece)
+            for at in range(0, len(piece), cs):
+                data = piece[at:at + cs]
+                if _zero(data):
+                    chunks.append(None)
+                    continue
+                cid = self.store.chunk_id(data)
+                chunks.append(cid)
+                self.inflight.append(self.pool.submit(self.store.put, cid, data))
+                self._drain(self.limit)
         return h.hexdigest(), chunks, total
 
     def close(self, wait_only: bool = False) -> None:
@@ -148,7 +154,9 @@ def backup_disk_files(config: str, vcenter: str, vm: str, disk: DiskInfo, index:
                 if r.volume == prefix or r.volume.startswith(prefix + "p")
                 or r.volume.startswith(prefix + "-")}
     reader = env.hypervisor(vcenter).open_disk(disk)
-    dev = RangeFile(reader, disk.capacity_bytes)
+    # 1 MiB cached blocks: small files and metadata lie together, one request serves many
+    dev = RangeFile(reader, disk.capacity_bytes, block=1 << 20, cache_blocks=32,
+                    direct_from=1 << 20)
     out = DiskFiles(disk_key=disk.key, volumes=[], files=[])
     writer = _Writer(chunk_store, s.chunk_size, env.dc.proxies[0].workers)
     try:
