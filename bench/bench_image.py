@@ -172,7 +172,7 @@ def side(op: str, *args: str, profile: Path | None = None) -> dict[str, Any]:
             cmd = [spy, "record", "--threads", "--idle", "--rate", "200", "--format", "raw",
                    "-o", str(PY_SPY / f"{profile.stem}.txt"), "--", *cmd]
     wall, rss, out = timed(cmd, env=env, cwd=ROOT)
-    r = json.loads(out.strip().splitlines()[-1])
+    r = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
     r["process_seconds"] = wall
     r["maxrss_kib"] = max(rss, r.get("maxrss_kib", 0))
     return r
