@@ -66,6 +66,8 @@ class GuestVolume:
     def __init__(self, name: str, stream: BinaryIO, device: Any) -> None:
         self.name, self.stream, self.device = name, stream, device
         self.problems: list[str] = []
+        #: where the volume starts on the device (None: not a plain range, e.g. LVM)
+        self.base_offset: int | None = None
 
     # subclass interface ------------------------------------------------------------
     def _root(self) -> Any:
@@ -82,6 +84,27 @@ class GuestVolume:
 
     def open(self, entry: Entry) -> BinaryIO:
         raise NotImplementedError
+
+    def extents(self, entry: Entry) -> list[tuple[int | None, int]] | None:
+        """A file's data as (device offset or None for zeros, length) ranges, so it can be
+        read in parallel straight from the device; None: read it through open()."""
+        return None
+
+    def _runs_to_extents(self, runs: list[tuple[int | None, int]], unit: int,
+                         size: int) -> list[tuple[int | None, int]] | None:
+        if self.base_offset is None:
+            return None
+        out: list[tuple[int | None, int]] = []
+        left = size
+        for start, count in runs:
+            if left <= 0:
+                break
+            n = min(count * unit, left)
+            out.append((None if start is None else self.base_offset + start * unit, n))
+            left -= n
+        if left > 0:
+            out.append((None, left))  # beyond the last run: zeros, as the stream reads it
+        return out
 
     # shared -------------------------------------------------------------------------
     def _problem(self, path: str, exc: BaseException) -> None:
@@ -187,6 +210,12 @@ class ExtVolume(GuestVolume):
     def open(self, entry: Entry) -> BinaryIO:
         return entry.node.open()
 
+    def extents(self, entry: Entry) -> list[tuple[int | None, int]] | None:
+        flags = entry.node.inode.i_flags
+        if entry.kind != "file" or not flags & 0x00080000 or flags & 0x10000000:
+            return None  # block-mapped (ext2/3) or inline data: through the stream
+        return self._runs_to_extents(entry.node.dataruns(), self.fs.block_size, entry.size)
+
 
 class NtfsVolume(GuestVolume):
     fs_type = "ntfs"
@@ -240,3 +269,13 @@ class NtfsVolume(GuestVolume):
 
     def open(self, entry: Entry) -> BinaryIO:
         return entry.node.open()
+
+    def extents(self, entry: Entry) -> list[tuple[int | None, int]] | None:
+        from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE
+
+        if entry.kind != "file":
+            return None
+        attrs = [a for a in entry.node.attributes[ATTRIBUTE_TYPE_CODE.DATA] if a.name == ""]
+        if len(attrs) != 1 or attrs[0].resident or attrs[0].header.flags & 0x40FF:
+            return None  # resident, compressed, encrypted or spread over records
+        return self._runs_to_extents(attrs[0].dataruns(), self.fs.cluster_size, entry.size)

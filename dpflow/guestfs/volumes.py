@@ -54,6 +54,7 @@ def _volume(name: str, device: Any, offset: int, size: int,
         kind = _probe(stream.read(4096))
         if kind in ("ntfs", "ext"):
             vol = _open_fs(name, stream, device, kind)
+            vol.base_offset = offset
             out.append((VolumeReport(name, offset, size, vol.fs_type), vol))
         elif kind == "lvm":
             _lvm(name, stream, device, offset, size, out)

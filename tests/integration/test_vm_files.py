@@ -363,3 +363,41 @@ def test_single_file_out_of_an_image_version(vcsim, dc_config, images, tmp_path)
     assert r2.files == 1
     with pytest.raises(UserError, match="matches"):
         restore_files_from_image(str(dc_config), vm, str(out), ["/nothing-here"])
+
+
+def cli(*args: str) -> tuple[int, str]:
+    """The CLI in its own process, as an administrator runs it."""
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    env = dict(os.environ, COLUMNS="200", PREFECT_API_URL=str(PREFECT_API_URL.value()))
+    p = subprocess.run([sys.executable, "-c", "from dpflow.cli import app; app()", *args],
+                       capture_output=True, text=True, env=env, timeout=300)
+    return p.returncode, p.stdout + p.stderr
+
+
+def one_line(code: int, out: str, words: str) -> None:
+    assert code == 2, out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in out, out
+
+
+def test_cli_backup_find_restore_and_bad_input(vcsim, dc_config, images, tmp_path):
+    vm = new_vm(vcsim, "cli", [images["mbr"]])
+    c = str(dc_config)
+    one_line(*cli("backup", "files", vm, "--level", "incr", "-c", c), "no earlier full")
+    one_line(*cli("backup", "files", "no-such-vm", "-c", c), "unknown VM 'no-such-vm'")
+    code, out = cli("backup", "files", vm, "-c", c)
+    assert code == 0 and "full file backup" in out, out
+    code, out = cli("find", vm, "*.conf", "-c", c)
+    assert code == 0 and "/etc/app/app.conf" in out, out
+    one_line(*cli("find", vm, "/nothing*", "-c", c), "matches")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    one_line(*cli("restore", "files", vm, "/etc/hostname", "--to", str(blocker / "d"),
+                  "-c", c), "not usable")
+    code, out = cli("restore", "files", vm, "/etc/hostname", "--to", str(tmp_path / "r"),
+                    "-c", c)
+    assert code == 0, out
+    assert (tmp_path / "r/d0p1/etc/hostname").read_bytes() == EXT_FILES["etc/hostname"]

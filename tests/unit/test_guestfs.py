@@ -40,7 +40,8 @@ FILES = {"etc/hostname": b"guest\n", "data/big.bin": os.urandom(2 * MiB + 7), "e
 def disks(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("disks")
     ext4_from_tree(d / "ext4.img", 8 * MiB, lambda r: write_tree(r, FILES, 1_500_000_000))
-    ntfs_with_files(d / "ntfs.img", 8 * MiB, {"a.txt": b"a" * 5000})
+    ntfs_with_files(d / "ntfs.img", 8 * MiB, {"a.txt": b"a" * 5000,
+                                              "big.bin": os.urandom(MiB + 3)})
     partitioned_disk(d / "mbr.img", 20 * MiB, "mbr", [(d / "ext4.img", "linux"),
                                                       (d / "ntfs.img", "ntfs")])
     partitioned_disk(d / "gpt.img", 20 * MiB, "gpt", [(d / "ntfs.img", "ntfs"),
@@ -89,6 +90,23 @@ def test_discover_and_read_both_file_systems(disks, layout):
         else:
             assert vol.open(entries["/a.txt"]).read() == b"a" * 5000
             assert not any(p.startswith("/$") for p in entries)  # metadata files left out
+
+
+@pytest.mark.parametrize("layout", ["mbr", "gpt"])
+def test_extents_read_the_same_bytes_as_the_file_system_streams(disks, layout):
+    disk = FileDisk(disks[layout])
+    mapped = 0
+    for _, vol in discover(RangeFile(disk, disk.size), disk.size, 0):
+        for e in vol.walk():
+            if e.kind != "file":
+                continue
+            ext = vol.extents(e)
+            if ext is None:
+                continue
+            mapped += 1
+            data = b"".join(bytes(n) if s is None else disk.read(s, n) for s, n in ext)
+            assert data == vol.open(e).read(), e.path
+    assert mapped >= 4  # big.bin and a.txt on NTFS, the ext4 files with extents
 
 
 def test_whole_disk_blank_and_junk_are_reported(disks, tmp_path):
