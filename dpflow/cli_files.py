@@ -89,14 +89,19 @@ def find(
 def restore_files(
     vm: Annotated[str, typer.Argument(help="VM")],
     patterns: Annotated[list[str], typer.Argument(help="[VOLUME:]PATH patterns")],
-    to: Annotated[Path, typer.Option("--to", help="directory on this proxy")],
+    to: Annotated[Path | None, typer.Option("--to", help="directory on this proxy")] = None,
+    into_guest: Annotated[str | None, typer.Option(
+        help="directory inside the running guest (vSphere guest operations)")] = None,
+    guest_user: Annotated[str | None, typer.Option(help="guest account")] = None,
+    guest_password_env: Annotated[str | None, typer.Option(
+        help="environment variable holding the guest password")] = None,
     version: Annotated[str | None, typer.Option(help="version (default: latest)")] = None,
     conflict: Annotated[str, typer.Option(help="skip | overwrite | rename")] = "skip",
     from_image: Annotated[bool, typer.Option(
         help="restore out of an image version (read lazily)")] = False,
     config: ConfigOpt = default_config,
 ) -> None:
-    """Restore files of a file-level (or image) version to a directory."""
+    """Restore files of a file-level (or image) version to a directory, or into the guest."""
     def check() -> str | None:
         from dpflow.errors import UserError
         from dpflow.guestfs import SafeTarget
@@ -106,16 +111,32 @@ def restore_files(
         if conflict not in CONFLICTS:
             raise UserError(f"unknown conflict policy '{conflict}': use one of "
                             f"{', '.join(CONFLICTS)}")
+        if (to is None) == (into_guest is None):
+            raise UserError("give exactly one of --to DIR (on this proxy) or --into-guest DIR")
+        if into_guest is not None:
+            from tasks.guestfiles import guest_password
+
+            if from_image:
+                raise UserError("--into-guest restores from file-level versions only")
+            guest_password(guest_user, guest_password_env)
         vid = (image_version_of(str(config), vm, version) if from_image
                else select_catalogued(str(config), vm, patterns, version)[0])
-        SafeTarget(to).close()
+        if to is not None:
+            SafeTarget(to).close()
         return vid
     vid = guard(check)
-    cfg = prepare(config, touch_vcenter=False)
+    cfg = prepare(config, touch_vcenter=into_guest is not None)
 
     def go() -> Any:
-        from flows.vm_files import restore_files_from_image, restore_vm_files
+        from flows.vm_files import (
+            restore_files_from_image,
+            restore_vm_files,
+            restore_vm_files_into_guest,
+        )
 
+        if into_guest is not None:
+            return restore_vm_files_into_guest(cfg, vm, into_guest, patterns, vid, conflict,
+                                               guest_user, guest_password_env)
         run = restore_files_from_image if from_image else restore_vm_files
         return run(cfg, vm, str(to.resolve()), patterns, vid, conflict)
     r = guard(go)

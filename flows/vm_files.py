@@ -181,3 +181,30 @@ def restore_files_from_image(config: str, vm: str, target: str, patterns: list[s
                   r.source_bytes_read, r.bytes_written)
     return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="image",
                              target=target, seconds=time.perf_counter() - t0)
+
+
+@flow(name="restore-vm-files-into-guest", log_prints=True)
+def restore_vm_files_into_guest(config: str, vm: str, guest_dir: str, patterns: list[str],
+                                version: str | None = None, conflict: str = "skip",
+                                guest_user: str | None = None,
+                                guest_password_env: str | None = None) -> FileRestoreResult:
+    """Files of a file-level version back into the running guest (vSphere guest
+    operations: InitiateFileTransferToGuest, then an HTTP PUT), under `guest_dir`."""
+    from tasks.guestfiles import guest_password, restore_into_guest
+
+    t0 = time.perf_counter()
+    _check_restore_input(conflict)
+    guest_password(guest_user, guest_password_env)  # missing credentials: one line, first
+    version_id, _ = select_catalogued(config, vm, patterns, version)
+    session_id = open_session(config, "restore-files-guest", vm, "vmfiles")
+    try:
+        r = restore_into_guest(config, vm, version_id, patterns, guest_dir, guest_user,
+                               guest_password_env, conflict)
+    except BaseException as exc:
+        close_session(config, session_id, "failed", str(exc).splitlines()[0] if str(exc)
+                      else type(exc).__name__)
+        raise
+    close_session(config, session_id, "completed", f"from version {version_id} into the guest",
+                  0, r.bytes_written)
+    return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
+                             target=f"guest:{guest_dir}", seconds=time.perf_counter() - t0)

@@ -493,3 +493,79 @@ def image_version_of(config: str, vm: str, version: str | None) -> str:
         raise UserError(f"version {row.id} is not an image version of VM {vm}")
     return row.id
 
+
+
+# --- into the running guest (vSphere guest operations) -------------------------------------
+def guest_password(user: str | None, password_env: str | None) -> str:
+    """The guest password from the environment; one line when anything is missing."""
+    import os
+
+    if not user or not password_env:
+        raise UserError("guest credentials missing for an in-guest restore: give --guest-user "
+                        "and --guest-password-env (the variable holding the password)")
+    value = os.environ.get(password_env)
+    if not value:
+        raise UserError(f"guest credentials missing: environment variable {password_env} "
+                        f"is empty")
+    return value
+
+
+@step(name="restore guest files into the guest", retries=1)
+def restore_into_guest(config: str, vm: str, version: str, patterns: list[str],
+                       guest_dir: str, user: str, password_env: str,
+                       conflict: str) -> FileRestore:
+    """Catalogued files uploaded into the running guest under `guest_dir`."""
+    from drivers.vsphere_guest import GuestFileExists, GuestFiles
+
+    env = environment(config)
+    vcenter, info = env.locate_vm(vm)
+    if info.power_state != "poweredOn":
+        raise UserError(f"VM '{vm}' is {info.power_state}: an in-guest restore needs it "
+                        f"running with VMware Tools")
+    gf = GuestFiles(env.hypervisor(vcenter), info, user, guest_password(user, password_env))
+    windows = info.guest_id.lower().startswith("win") or guest_dir[1:3] in (":\\", ":/")
+    sep = "\\" if windows else "/"
+    row = env.catalog().version(version)
+    store = env.store(row.store)
+    _, rows = select_catalogued(config, vm, patterns, version)
+    out = FileRestore()
+    made: set[str] = set()
+    for r in rows:
+        rel = split_path(r.path)
+        where = f"{r.volume}:{r.path}"
+        if not rel:
+            continue
+        path = guest_dir.rstrip("/\\") + sep + sep.join(rel)
+        parent = path.rsplit(sep, 1)[0]
+        if r.kind == "dir":
+            if path not in made:
+                gf.mkdir(path)
+                made.add(path)
+            continue
+        if r.kind != "file":
+            out.refused.append(f"{where}: {r.kind} not created in the guest")
+            continue
+        if parent not in made:
+            gf.mkdir(parent)
+            made.add(parent)
+        name, n = path, 0
+        while True:
+            try:
+                data = list(_blocks(store, r.chunks, r.size, r.digest, r.path))
+                gf.upload(name, data, r.size, overwrite=conflict == "overwrite",
+                          mode=_mode_of(r.mode, r.attributes),
+                          mtime_s=r.mtime_ns // 10**9, windows=windows)
+                break
+            except GuestFileExists:
+                if conflict == "skip":
+                    out.skipped.append(where)
+                    name = ""
+                    break
+                n += 1
+                name = f"{path}.restored-{n}"
+        if name:
+            out.files += 1
+            out.bytes_written += r.size
+            if n:
+                out.renamed.append(f"{where} -> {name}")
+    return out

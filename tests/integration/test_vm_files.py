@@ -401,3 +401,64 @@ def test_cli_backup_find_restore_and_bad_input(vcsim, dc_config, images, tmp_pat
                     "-c", c)
     assert code == 0, out
     assert (tmp_path / "r/d0p1/etc/hostname").read_bytes() == EXT_FILES["etc/hostname"]
+
+
+def test_in_guest_restore_needs_guest_credentials(dc_config, monkeypatch):
+    from flows.vm_files import restore_vm_files_into_guest
+
+    with pytest.raises(UserError, match="guest credentials missing"):
+        restore_vm_files_into_guest(str(dc_config), "any-vm", "/restored", ["*"])
+    monkeypatch.delenv("DPFLOW_TEST_GUEST_PW", raising=False)
+    with pytest.raises(UserError, match="DPFLOW_TEST_GUEST_PW"):
+        restore_vm_files_into_guest(str(dc_config), "any-vm", "/restored", ["*"],
+                                    guest_user="root", guest_password_env="DPFLOW_TEST_GUEST_PW")
+
+
+def _guest_ops_or_skip(vcsim, vm: str, user: str, password: str) -> None:
+    from pyVmomi import vim, vmodl
+
+    fm = vcsim.si().content.guestOperationsManager.fileManager
+    auth = vim.vm.guest.NamePasswordAuthentication(username=user, password=password)
+    try:
+        fm.MakeDirectoryInGuest(vm=vcsim.vm(vm), auth=auth, directoryPath="/",
+                                createParentDirectories=True)
+    except vim.fault.FileAlreadyExists:
+        pass
+    except (vim.fault.GuestOperationsUnavailable, vmodl.fault.MethodNotFound,
+            vmodl.fault.NotSupported) as exc:
+        pytest.skip(f"this vcsim has no guest file manager yet ({type(exc).__name__})")
+
+
+def test_restore_into_the_running_guest(vcsim, dc_config, images, tmp_path, monkeypatch):
+    """Through the real pyVmomi guest-operations code; the simulator's guest file manager
+    writes the upload into the VM's disk image, so a later backup sees it."""
+    from flows.vm_files import backup_vm_files, restore_vm_files, restore_vm_files_into_guest
+
+    user = getattr(vcsim, "guest_user", "root")
+    password = getattr(vcsim, "guest_password", "dpflow-guest")
+    vm = new_vm(vcsim, "guest", [images["ext4"]])
+    from pyVim.task import WaitForTask
+
+    WaitForTask(vcsim.vm(vm).PowerOnVM_Task())
+    _guest_ops_or_skip(vcsim, vm, user, password)
+    cfg = str(dc_config)
+    backup_vm_files(cfg, vm)
+    monkeypatch.setenv("DPFLOW_TEST_GUEST_PW", "wrong")
+    with pytest.raises(UserError, match="InvalidGuestLogin"):
+        restore_vm_files_into_guest(cfg, vm, "/restored", ["/etc/hostname"],
+                                    guest_user=user, guest_password_env="DPFLOW_TEST_GUEST_PW")
+    monkeypatch.setenv("DPFLOW_TEST_GUEST_PW", password)
+    r = restore_vm_files_into_guest(cfg, vm, "/restored", ["/etc"], guest_user=user,
+                                    guest_password_env="DPFLOW_TEST_GUEST_PW")
+    assert r.files == 2
+    again = restore_vm_files_into_guest(cfg, vm, "/restored", ["/etc/hostname"],
+                                        guest_user=user,
+                                        guest_password_env="DPFLOW_TEST_GUEST_PW",
+                                        conflict="rename")
+    assert again.renamed
+    later = backup_vm_files(cfg, vm)
+    out = tmp_path / "r"
+    restore_vm_files(cfg, vm, str(out), ["/restored"], version=later.version_id)
+    assert (out / "d0/restored/etc/hostname").read_bytes() == EXT_FILES["etc/hostname"]
+    assert (out / "d0/restored/etc/app/app.conf").read_bytes() == EXT_FILES["etc/app/app.conf"]
+    assert (out / "d0/restored/etc/hostname.restored-1").exists()
