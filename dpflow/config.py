@@ -102,6 +102,7 @@ class Store(Strict):
         description="fixed, disk-aligned image chunk; 64 KiB matches the CBT block, so an "
         "incremental stores only what changed")
     compression_level: int = Field(3, ge=-5, le=19)
+    pack_size_mib: int = Field(32, ge=1, le=1024, description="target size of pack files")
     key: SecretRef | None = Field(
         None, description="32-byte key (hex or base64) that encrypts the store; None = plain")
 

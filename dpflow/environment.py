@@ -73,7 +73,8 @@ class Environment:
     def store(self, name: str | None = None) -> ChunkStore:
         s = self.dc.store(name)
         key = parse_key(s.key.resolve()) if s.key else None
-        return ChunkStore(s.path, compression_level=s.compression_level, key=key).init()
+        return ChunkStore(s.path, compression_level=s.compression_level, key=key,
+                          pack_target=s.pack_size_mib << 20).init()
 
     def close(self) -> None:
         for h in self._hypervisors.values():

@@ -32,5 +32,8 @@ def exclusive(kind: str, name: str, timeout_s: float = 3600) -> Iterator[None]:
                                                                                 limit=1))
         except ObjectAlreadyExists:
             pass
-    with concurrency(lname, occupy=1, timeout_seconds=timeout_s, strict=True):
+    # the shortest lease the server allows: a session killed with -9 blocks the next
+    # session on the same object for at most a minute
+    with concurrency(lname, occupy=1, timeout_seconds=timeout_s, strict=True,
+                     lease_duration=60):
         yield

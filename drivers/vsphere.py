@@ -390,6 +390,7 @@ class DatastoreDisk:
         s = getattr(self._local, "session", None)
         if s is None:
             s = self._local.session = requests.Session()
+            s.trust_env = False  # no .netrc or proxy lookups per request; CA given below
             s.cookies.update(self._cookies)
             s.verify = self._verify
         return s

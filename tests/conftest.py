@@ -22,11 +22,24 @@ def vcsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def prefect_server() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A real local `prefect server` (SQLite), as the CLI and demo use: unlike the test
+    harness's ephemeral server it runs every service, e.g. the one that expires the
+    concurrency leases of killed sessions."""
+    from dpflow import prefect_server as ps
 
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+    home = tmp_path_factory.mktemp("dpflow-home")
+    os.environ["DPFLOW_HOME"] = str(home)
+    os.environ["PREFECT_HOME"] = str(home / "prefect")
+    os.environ.pop("PREFECT_API_URL", None)
+    url = ps.ensure_server()
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield
+    finally:
+        ps.stop_server()
 
 
 @pytest.fixture

@@ -12,9 +12,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from dpflow.store.chunks import ChunkStore, CorruptChunk
 from dpflow.store.manifest import DiskManifest
+
+T = TypeVar("T")
 
 
 class RangeReader:
@@ -57,6 +60,49 @@ def chunks_touching(areas: list[tuple[int, int]], chunk_size: int, size: int) ->
     return out
 
 
+READ_SPAN = 4 << 20  # one HTTP range request covers this much (many chunks)
+
+
+def runs_of(indexes: list[int], max_len: int) -> list[list[int]]:
+    """Consecutive chunk indexes grouped into runs of at most `max_len`: one read each."""
+    out: list[list[int]] = []
+    for i in indexes:
+        if out and i == out[-1][-1] + 1 and len(out[-1]) < max_len:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def _read_run(reader: RangeReader, run: list[int], chunk_size: int) -> list[memoryview]:
+    offset = run[0] * chunk_size
+    length = min(len(run) * chunk_size, reader.size - offset)
+    data = reader.read(offset, length)
+    if len(data) != length:
+        raise OSError(f"short read at {offset}: {len(data)} of {length} bytes")
+    view = memoryview(data)
+    return [view[k * chunk_size:(k + 1) * chunk_size] for k in range(len(run))]
+
+
+def _pipelined(work: Callable[[list[int]], T], runs: list[list[int]], workers: int,
+               on_result: Callable[[T], None]) -> None:
+    """Run `work` over runs on a thread pool, at most 2 × workers runs in flight, results
+    handed over in order."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dpflow-io") as pool:
+        pending: deque[Future[T]] = deque()
+        k = 0
+        try:
+            while k < len(runs) or pending:
+                while k < len(runs) and len(pending) < workers * 2:
+                    pending.append(pool.submit(work, runs[k]))
+                    k += 1
+                on_result(pending.popleft().result())
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+
+
 def backup_disk(
     reader: RangeReader,
     store: ChunkStore,
@@ -71,7 +117,8 @@ def backup_disk(
 
     `only` limits reading to those chunk indexes (changed or allocated areas); every
     other chunk is taken from `base` (the previous version's map) or is zero. The result
-    is always a full map: a synthetic full.
+    is always a full map: a synthetic full. Consecutive chunks are read by one range
+    request (READ_SPAN), then hashed, compressed and stored one by one.
     """
     stats = CopyStats()
     n = (reader.size + chunk_size - 1) // chunk_size
@@ -80,44 +127,35 @@ def backup_disk(
     if len(chunks) != n:
         raise ValueError(f"base map has {len(chunks)} chunks, the disk {n}")
 
-    def one(index: int) -> tuple[str | None, int, int]:
-        offset = index * chunk_size
-        length = min(chunk_size, reader.size - offset)
-        data = reader.read(offset, length)
-        if len(data) != length:
-            raise OSError(f"short read at {offset}: {len(data)} of {length} bytes")
-        if data == _zero(length):
-            return None, length, 0
-        cid = store.chunk_id(data)
-        return cid, length, store.put(cid, data)
+    def work(run: list[int]) -> list[tuple[int, str | None, int, int]]:
+        out = []
+        for index, piece in zip(run, _read_run(reader, run, chunk_size), strict=True):
+            if piece == _zero(len(piece)):
+                out.append((index, None, len(piece), 0))
+                continue
+            cid = store.chunk_id(piece)
+            out.append((index, cid, len(piece), store.put(cid, piece)))
+        return out
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dpflow-copy") as pool:
-        pending: deque[tuple[int, Future[tuple[str | None, int, int]]]] = deque()
-        k = 0
-        try:
-            while k < len(todo) or pending:
-                while k < len(todo) and len(pending) < workers * 2:
-                    pending.append((todo[k], pool.submit(one, todo[k])))
-                    k += 1
-                index, fut = pending.popleft()
-                cid, length, added = fut.result()
-                chunks[index] = cid
-                stats.bytes_read += length
-                stats.bytes_added += added
-                if cid is None:
-                    stats.chunks_zero += 1
-                elif added:
-                    stats.chunks_new += 1
-                else:
-                    stats.chunks_reused += 1
-                if progress:
-                    progress(length)
-        except BaseException:
-            for _, f in pending:
-                f.cancel()
-            pool.shutdown(wait=True)
-            store.abandon()
-            raise
+    def take(results: list[tuple[int, str | None, int, int]]) -> None:
+        for index, cid, length, added in results:
+            chunks[index] = cid
+            stats.bytes_read += length
+            stats.bytes_added += added
+            if cid is None:
+                stats.chunks_zero += 1
+            elif added:
+                stats.chunks_new += 1
+            else:
+                stats.chunks_reused += 1
+            if progress:
+                progress(length)
+
+    try:
+        _pipelined(work, runs_of(todo, max(1, READ_SPAN // chunk_size)), workers, take)
+    except BaseException:
+        store.abandon()
+        raise
     store.flush()
     return chunks, stats
 
@@ -160,16 +198,19 @@ def verify_disk(
     if reader.size < disk.capacity_bytes:
         return list(range(len(disk.chunks)))
     cs = disk.chunk_size
+    bad: list[int] = []
 
-    def one(index: int) -> bool:
-        length = min(cs, disk.capacity_bytes - index * cs)
-        data = reader.read(index * cs, length)
-        want = disk.chunks[index]
-        ok = data == _zero(length) if want is None else id_of(data) == want
-        if progress:
-            progress(length)
-        return ok
+    def work(run: list[int]) -> list[int]:
+        wrong = []
+        for index, piece in zip(run, _read_run(reader, run, cs), strict=True):
+            want = disk.chunks[index]
+            ok = piece == _zero(len(piece)) if want is None else id_of(piece) == want
+            if not ok:
+                wrong.append(index)
+            if progress:
+                progress(len(piece))
+        return wrong
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dpflow-verify") as pool:
-        results = list(pool.map(one, range(len(disk.chunks))))
-    return [i for i, ok in enumerate(results) if not ok]
+    runs = runs_of(list(range(len(disk.chunks))), max(1, READ_SPAN // cs))
+    _pipelined(work, runs, workers, bad.extend)
+    return bad

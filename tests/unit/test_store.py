@@ -99,7 +99,7 @@ def test_pack_trailer_matches_index(store: ChunkStore) -> None:
 def test_failed_copy_leaves_no_open_pack(store: ChunkStore) -> None:
     class Failing(BytesDisk):
         def read(self, offset: int, length: int) -> bytes:
-            if offset >= 5 * CS:
+            if offset + length > 5 * CS:
                 raise OSError("disk gone")
             return super().read(offset, length)
 
