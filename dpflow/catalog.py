@@ -226,6 +226,7 @@ class FileRow(Base):
     target: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     chunks: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list, None = zeros
+    chunk_size: Mapped[int | None] = mapped_column(Integer, nullable=True)  # of `chunks`
     changed: Mapped[bool] = mapped_column(Boolean, default=True)
 
 

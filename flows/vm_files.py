@@ -30,6 +30,7 @@ from tasks.guestfiles import (
     restore_image_files,
     select_catalogued,
 )
+from tasks.maintenance import register, unregister
 from tasks.vsphere import (
     check_space,
     create_snapshot,
@@ -87,6 +88,7 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
                 log.warning("skipping %s: %s", vm, why_not)
                 result.status, result.message = "skipped", why_not
                 return result
+            register(config, store, session_id)  # prune waits for us: no chunk vanishes
             remove_leftover_snapshots(config, vcenter, info)
             snap = create_snapshot(config, vcenter, info, session_id)
             try:
@@ -124,6 +126,7 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
             result.message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise
         finally:
+            unregister(config, store, session_id)
             result.seconds = time.perf_counter() - t0
             close_session(config, session_id, result.status, result.message,
                           result.bytes_read, result.bytes_added)

@@ -249,8 +249,7 @@ def _walk_volume(vol: GuestVolume, sel: Selection, base: dict[tuple[str, str], A
         except Exception as exc:  # noqa: BLE001 - one unreadable file, reported
             vol._problem(e.path, exc)
             return
-        rec.update(digest=digest,
-                   chunks=json.dumps({"chunk_size": writer.chunk_size, "ids": chunks}))
+        rec.update(digest=digest, chunks=json.dumps(chunks), chunk_size=writer.chunk_size)
         out.files_read += 1
         out.bytes_read += n
         out.files.append(rec)
@@ -258,11 +257,12 @@ def _walk_volume(vol: GuestVolume, sel: Selection, base: dict[tuple[str, str], A
     try:
         for e in vol.walk(lambda p, d: sel(vol.name, p, d)):
             rec = _record(e)
-            rec.update(digest=None, chunks=None, changed=True)
+            rec.update(digest=None, chunks=None, chunk_size=None, changed=True)
             prev = base.get((e.volume, e.path))
             if e.kind == "file":
                 if _unchanged(prev, e):
-                    rec.update(digest=prev.digest, chunks=prev.chunks, changed=False)
+                    rec.update(digest=prev.digest, chunks=prev.chunks,
+                               chunk_size=prev.chunk_size, changed=False)
                     out.files.append(rec)
                     continue
                 futs = None
@@ -306,25 +306,18 @@ def _walk_volume(vol: GuestVolume, sel: Selection, base: dict[tuple[str, str], A
 def commit_files_version(config: str, store: str | None, session_id: str, vm: VmInfo,
                          quiesced: bool, level: str, base_version: str | None,
                          parts: list[DiskFiles], note: str) -> str:
-    """File index and manifest made durable in the store, then one catalog transaction."""
+    """Every chunk durable (the manifest's flush), then one catalog transaction. The file
+    list lives in the catalog, which is also what verify and prune count (tasks/
+    maintenance.py); the manifest marks the version in the store."""
     env = environment(config)
     chunk_store = env.store(store)
     files = [f for p in parts for f in p.files]
-    index: list[str] = []
-    buf = bytearray()
-    for f in files:
-        buf += json.dumps(f, separators=(",", ":")).encode() + b"\n"
-        if len(buf) >= 1 << 20:
-            index.append(_put(chunk_store, bytes(buf)))
-            buf.clear()
-    if buf:
-        index.append(_put(chunk_store, bytes(buf)))
     created = datetime.now(UTC)
     volumes = [v for p in parts for v in p.volumes]
     write_manifest(chunk_store, VersionManifest(
         version_id=session_id, object_name=vm.name, created=created, quiesced=quiesced,
         vm={"kind": "files", "level": level, "base_version": base_version,
-            "file_index": index, "volumes": volumes, "vm": vm.model_dump()}, disks=[]))
+            "volumes": volumes, "vm": vm.model_dump()}, disks=[]))
     env.catalog().commit_file_version(
         version_id=session_id, session_id=session_id, name=vm.name,
         store=env.dc.store(store).name, created=created, quiesced=quiesced, level=level,
@@ -332,12 +325,6 @@ def commit_files_version(config: str, store: str | None, session_id: str, vm: Vm
         bytes_added=sum(p.bytes_added for p in parts), files=files,
         volumes=json.dumps(volumes), note=note)
     return session_id
-
-
-def _put(store: ChunkStore, data: bytes) -> str:
-    cid = store.chunk_id(data)
-    store.put(cid, data)
-    return cid
 
 
 # --- restore ------------------------------------------------------------------------------
@@ -362,11 +349,10 @@ def select_catalogued(config: str, vm: str, patterns: list[str], version: str | 
     return version, rows
 
 
-def _blocks(store: ChunkStore, chunks_json: str | None, size: int, digest: str | None,
-            what: str) -> Iterator[bytes]:
+def _blocks(store: ChunkStore, row: Any) -> Iterator[bytes]:
     """A catalogued file's bytes, each chunk verified by the store, the whole by digest."""
-    ref = json.loads(chunks_json) if chunks_json else {"chunk_size": 1, "ids": []}
-    chunk_size, chunks = ref["chunk_size"], ref["ids"]
+    chunks: list[str | None] = json.loads(row.chunks) if row.chunks else []
+    chunk_size, size, digest, what = row.chunk_size or 1, row.size, row.digest, row.path
     h = blake3.blake3(max_threads=1)
     left = size
     for cid in chunks:
@@ -393,8 +379,7 @@ def restore_catalogued_files(config: str, vm: str, version: str, patterns: list[
         for r in rows:
             parts = (r.volume, *split_path(r.path))
             _restore_one(t, out, parts, r.kind, r.mode, r.mtime_ns, r.attributes, r.target,
-                         conflict, lambda r=r: _blocks(store, r.chunks, r.size, r.digest,
-                                                       r.path))
+                         conflict, lambda r=r: _blocks(store, r))
         t.finish_dirs()
     return out
 
@@ -551,7 +536,7 @@ def restore_into_guest(config: str, vm: str, version: str, patterns: list[str],
         name, n = path, 0
         while True:
             try:
-                data = list(_blocks(store, r.chunks, r.size, r.digest, r.path))
+                data = list(_blocks(store, r))
                 gf.upload(name, data, r.size, overwrite=conflict == "overwrite",
                           mode=_mode_of(r.mode, r.attributes),
                           mtime_s=r.mtime_ns // 10**9, windows=windows)

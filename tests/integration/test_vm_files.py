@@ -178,6 +178,12 @@ def test_incremental_and_differential_read_only_changed_files(vcsim, dc_config, 
     assert changed == {"/etc/hostname", "/var/log/new.log", "/readme.txt", "/new.txt",
                        "/data.bin"}
 
+    # verify and prune count the file-level versions' chunks (they live in the catalog)
+    from flows.maintenance import prune_media, verify_media
+
+    assert verify_media(cfg, read_percent=100).ok
+    prune_media(cfg, apply=True)
+
     # the latest incremental restores whole: unchanged files come from the full's chunks
     out = tmp_path / "r"
     restore_vm_files(cfg, vm, str(out), ["*"], version=inc2.version_id)
