@@ -13,6 +13,13 @@ snapshot, whose config shows the changeId of the state it froze. QueryChangedDis
 answers changed 64 KiB blocks (merged) or, for "*", allocated areas, at most
 ``page_limit`` areas per answer. Unknown/reset/resized changeId: vmodl.fault
 .InvalidArgument (invalidProperty "changeId"); tracking off: vim.fault.FileFault.
+
+Guest operations (simulators/vcsim/guest.go): GuestFileManager works on the first ext2/3/4
+file system of a powered-on VM's first disk (whole disk, MBR or GPT partition), editing
+the current -flat file with debugfs, so a later backup sees uploads. Guest login
+``guest_user``/``guest_password`` (else vim.fault.InvalidGuestLogin); powered off:
+vim.fault.InvalidPowerState. InitiateFileTransferToGuest answers "https://*/guestFile?id=…"
+('*': the host you called), served by the simulator's own listener.
 """
 
 from __future__ import annotations
@@ -73,6 +80,8 @@ class Vcsim:
         vms_per_pool: int = 2,
         faults: list[dict[str, Any]] | None = None,
         cbt_page_limit: int | None = None,
+        guest_user: str = "root",
+        guest_password: str = "dpflow-guest",
         extra_args: tuple[str, ...] = (),
         start_timeout: float = 60.0,
     ) -> None:
@@ -84,6 +93,8 @@ class Vcsim:
         self._vms_per_pool = vms_per_pool
         self._faults = faults or []
         self._cbt_page_limit = cbt_page_limit
+        self.guest_user = guest_user
+        self.guest_password = guest_password
         self._extra_args = extra_args
         self._start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -121,6 +132,7 @@ class Vcsim:
             "-username", self.username, "-password", self.password,
             "-vm", str(self._vms_per_pool),
             "-cbt-dir", str(self.work_dir / "cbt"),
+            "-guest-user", self.guest_user, "-guest-password", self.guest_password,
         ]
         if self._cbt_page_limit is not None:
             args += ["-cbt-page-limit", str(self._cbt_page_limit)]

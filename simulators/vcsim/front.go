@@ -5,6 +5,7 @@ package main
 //   /_datastore  POST {"name","freeSpace"} overrides a datastore's free space, DELETE clears
 //   /_cbt        GET CBT settings, POST {"page_limit": N, "drop_area": N|null} (cbt.go)
 //   /sdk         SOAP: method rules (task|soap|http|drop|delay), empty-200 repair
+//   /guestFile   guest file transfers (guest.go), after path rules
 //   otherwise    path rules (http|drop|drop_after|delay), e.g. datastore /folder GETs
 
 import (
@@ -493,6 +494,10 @@ func (f *front) servePath(w http.ResponseWriter, r *http.Request) {
 			f.next.ServeHTTP(&cutWriter{ResponseWriter: w, limit: rule.Bytes}, r)
 			return
 		}
+	}
+	if r.URL.Path == guestFilePath {
+		serveGuestFile(w, r)
+		return
 	}
 	f.next.ServeHTTP(w, r)
 }

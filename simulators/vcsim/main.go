@@ -3,7 +3,8 @@
 // On top of stock vcsim it adds: disk content in sparse -flat.vmdk files, point-in-time
 // snapshots (delta disks, consolidation on remove), changed block tracking with
 // QueryChangedDiskAreas (/_cbt to page and corrupt answers), fault injection at run time
-// (/_fault), a datastore free-space override (/_datastore), and workarounds for three
+// (/_fault), a datastore free-space override (/_datastore), guest file operations on
+// the VM's ext4 disk image (guest.go), and workarounds for three
 // server bugs that break pyVmomi >= 8 (see /work/shared/notes/vcsim.md).
 //
 // Output on stdout, one KEY=VALUE per line, READY last:
@@ -46,6 +47,8 @@ func main() {
 	trace := flag.Bool("trace", false, "trace SOAP to stderr")
 	cbtDir := flag.String("cbt-dir", "", "directory for CBT block hashes (default: a temporary directory, removed at exit)")
 	cbtPageLimit := flag.Int("cbt-page-limit", 64, "changed areas per QueryChangedDiskAreas answer")
+	guestUser := flag.String("guest-user", "root", "guest operations: the guest's user name")
+	guestPassword := flag.String("guest-password", "dpflow-guest", "guest operations: the guest user's password")
 	flag.Parse()
 
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
@@ -119,6 +122,11 @@ func main() {
 
 	installPropertyCollectorFix()
 	installTaskHook()
+	guestCfg.user, guestCfg.password = *guestUser, *guestPassword
+	if !*useTLS {
+		guestCfg.scheme = "http"
+	}
+	installGuestFileManager()
 	for _, obj := range simulator.Map.All("VirtualMachine") {
 		if fault := ensureDiskFiles(obj.(*simulator.VirtualMachine)); fault != nil {
 			log.Printf("sizing disks of %s: %#v", obj.Reference(), fault)
