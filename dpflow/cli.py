@@ -118,9 +118,9 @@ def backup_vm(names: Annotated[list[str], typer.Argument(help="VM names")],
         from flows.vm_image import backup_vms
 
         env = environment(cfg)
+        env.store(store)  # unknown store, wrong or missing key: one line, nothing touched
         for n in names:
             env.locate_vm(n)  # unknown VM: one line before any snapshot is taken
-        env.dc.store(store)
         return _with_progress(lambda: backup_vms(cfg, names, store))
     results = _guard(go)
     table = Table("VM", "status", "version", "quiesced", "read", "added", "time", "note")

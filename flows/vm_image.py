@@ -21,6 +21,7 @@ from tasks.maintenance import register, unregister
 from tasks.media import (
     DiskCopy,
     backup_disk,
+    check_version_readable,
     commit_version,
     load_manifest,
     previous_version,
@@ -151,6 +152,10 @@ def restore_vm_image(config: str, vm: str, version: str | None = None,
         try:
             target_vm, created = prepare_target(config, vcenter, source, target,
                                                 in_place=as_name is None, force=force)
+            if not created:
+                # overwriting an existing VM: prove every chunk readable first, so a damaged
+                # store fails here and never leaves a half-written disk behind
+                check_version_readable(config, row.store, manifest.version_id)
             written = 0
             for src, dst in zip(manifest.disks, target_vm.disks, strict=True):
                 written += restore_disk(config, vcenter, row.store, src, dst, target)

@@ -119,6 +119,19 @@ def load_manifest(config: str, version_id: str) -> VersionManifest:
     return read_manifest(env.store(row.store), version_id)
 
 
+@step(name="check version readable", retries=0)
+def check_version_readable(config: str, store: str, version_id: str) -> int:
+    """Read, decrypt and hash every chunk of a version without writing anything."""
+    env = environment(config)
+    st = env.store(store)
+    manifest = read_manifest(st, version_id)
+    n = 0
+    for disk in manifest.disks:
+        for _ in restore_blocks(st, disk, workers=env.dc.proxies[0].workers):
+            n += 1
+    return n
+
+
 @step(name="restore disk", retries=2, delay=2.0)
 def restore_disk(config: str, vcenter: str, store: str, source: DiskManifest,
                  target: DiskInfo, vm: str) -> int:

@@ -101,3 +101,20 @@ def test_backup_and_versions_commands(dc_config: Path, vcsim) -> None:
     assert code == 0 and "completed" in out, out
     code, out = run("versions", "cli-b1", "-c", str(dc_config))
     assert code == 0 and "cli-b1" in out, out
+
+
+def test_wrong_or_missing_store_key(dc_config: Path, vcsim, monkeypatch) -> None:
+    from flows.vm_image import backup_vm_image
+
+    vcsim.create_vm("cli-key", [2 * MiB])
+    backup_vm_image(str(dc_config), "cli-key")
+    store = dc_config.parent / "store"
+    before = sorted(p.name for p in store.rglob("*"))
+    monkeypatch.setenv("DPFLOW_TEST_STORE_KEY", "cd" * 32)
+    assert_one_line(*run("backup", "vm", "cli-key", "-c", str(dc_config)), "wrong key")
+    assert_one_line(*run("verify", "-c", str(dc_config)), "wrong key")
+    monkeypatch.delenv("DPFLOW_TEST_STORE_KEY")
+    assert_one_line(*run("backup", "vm", "cli-key", "-c", str(dc_config)),
+                    "DPFLOW_TEST_STORE_KEY is empty")
+    assert sorted(p.name for p in store.rglob("*")) == before  # nothing written
+    assert vcsim.snapshot_count("cli-key") == 0

@@ -98,3 +98,26 @@ def test_verify_names_damaged_chunks_and_the_versions_they_break(vcsim, dc_confi
     assert set(report.damaged[cid]) == {r1.version_id, r2.version_id}
     pack_path(store.packs_dir, pack).unlink()
     assert not verify_media(cfg).ok
+
+
+def test_restore_touching_a_damaged_chunk_leaves_no_half_written_target(vcsim, dc_config,
+                                                                        tmp_path):
+    from dpflow.store import CorruptChunk
+    from flows.vm_image import backup_vm_image, restore_vm_image
+
+    cfg = str(dc_config)
+    vm, (data,) = new_vm(vcsim, tmp_path, [4 * MiB])
+    r = backup_vm_image(cfg, vm)
+    store = environment(cfg).store()
+    cid, (pack, off, length) = next((c, (p, o, n)) for c, p, o, n, _ in store.index.entries())
+    with open(pack_path(store.packs_dir, pack), "r+b") as f:
+        f.seek(off + length - 3)
+        f.write(b"\xff\xfe\xfd")
+    with pytest.raises(CorruptChunk, match=cid):
+        restore_vm_image(cfg, vm, r.version_id, as_name=f"{vm}-new")
+    assert not vcsim.vm_exists(f"{vm}-new")  # the half-restored VM was destroyed
+    vcsim.guest_write(vm, 0, 0, b"live data the failed restore must not touch")
+    live = disk_bytes(vcsim, vm, 0, 4 * MiB)
+    with pytest.raises(CorruptChunk, match=cid):
+        restore_vm_image(cfg, vm, r.version_id)  # in place: refused before any write
+    assert disk_bytes(vcsim, vm, 0, 4 * MiB) == live
