@@ -420,21 +420,6 @@ def test_in_guest_restore_needs_guest_credentials(dc_config, monkeypatch):
                                     guest_user="root", guest_password_env="DPFLOW_TEST_GUEST_PW")
 
 
-def _guest_ops_or_skip(vcsim, vm: str, user: str, password: str) -> None:
-    from pyVmomi import vim, vmodl
-
-    fm = vcsim.si().content.guestOperationsManager.fileManager
-    auth = vim.vm.guest.NamePasswordAuthentication(username=user, password=password)
-    try:
-        fm.MakeDirectoryInGuest(vm=vcsim.vm(vm), auth=auth, directoryPath="/",
-                                createParentDirectories=True)
-    except vim.fault.FileAlreadyExists:
-        pass
-    except (vim.fault.GuestOperationsUnavailable, vmodl.fault.MethodNotFound,
-            vmodl.fault.NotSupported) as exc:
-        pytest.skip(f"this vcsim has no guest file manager yet ({type(exc).__name__})")
-
-
 def test_restore_into_the_running_guest(vcsim, dc_config, images, tmp_path, monkeypatch):
     """Through the real pyVmomi guest-operations code; the simulator's guest file manager
     writes the upload into the VM's disk image, so a later backup sees it."""
@@ -446,7 +431,6 @@ def test_restore_into_the_running_guest(vcsim, dc_config, images, tmp_path, monk
     from pyVim.task import WaitForTask
 
     WaitForTask(vcsim.vm(vm).PowerOnVM_Task())
-    _guest_ops_or_skip(vcsim, vm, user, password)
     cfg = str(dc_config)
     backup_vm_files(cfg, vm)
     monkeypatch.setenv("DPFLOW_TEST_GUEST_PW", "wrong")
