@@ -314,6 +314,10 @@ def test_disk_read_failing_leaves_no_version_and_no_snapshot(vcsim, dc_config, i
     from flows.vm_files import backup_vm_files
 
     vm = new_vm(vcsim, "fail", [images["mbr"]])
+    vcsim.set_fault(path=r"-flat\.vmdk$", kind="http", status=503, count=3)
+    r = backup_vm_files(str(dc_config), vm)  # transient: retried, completes
+    assert r.status == "completed" and r.files_read == len(EXT_FILES) + len(NTFS_FILES)
+    vm = new_vm(vcsim, "fail", [images["mbr"]])
     vcsim.set_fault(path=r"-flat\.vmdk$", kind="http", status=404, count=0)
     with pytest.raises(DpflowError):
         backup_vm_files(str(dc_config), vm)
