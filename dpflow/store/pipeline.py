@@ -127,14 +127,19 @@ def backup_disk(
     if len(chunks) != n:
         raise ValueError(f"base map has {len(chunks)} chunks, the disk {n}")
 
+    zero_ids = {chunk_size: store.chunk_id(_zero(chunk_size))}
+
     def work(run: list[int]) -> list[tuple[int, str | None, int, int]]:
         out = []
         for index, piece in zip(run, _read_run(reader, run, chunk_size), strict=True):
-            if piece == _zero(len(piece)):
-                out.append((index, None, len(piece), 0))
-                continue
-            cid = store.chunk_id(piece)
-            out.append((index, cid, len(piece), store.put(cid, piece)))
+            cid = store.chunk_id(piece)  # hashing (10 GB/s) also tells zeros apart
+            n = len(piece)
+            if n not in zero_ids:
+                zero_ids[n] = store.chunk_id(_zero(n))
+            if cid == zero_ids[n]:
+                out.append((index, None, n, 0))
+            else:
+                out.append((index, cid, n, store.put(cid, piece)))
         return out
 
     def take(results: list[tuple[int, str | None, int, int]]) -> None:
