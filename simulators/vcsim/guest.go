@@ -174,12 +174,25 @@ func (e *extFS) run(write bool, request string) (string, string, error) {
 	return stdout.String(), strings.Join(msgs, "; "), nil
 }
 
-func (e *extFS) must(request string) error {
-	_, msg, err := e.run(true, request)
-	if err == nil && msg != "" && !strings.HasPrefix(msg, "Allocated inode") {
-		err = fmt.Errorf("debugfs %s: %s", request, msg)
+// must runs write requests in one debugfs session; any message is an error.
+func (e *extFS) must(requests ...string) error {
+	cmd := exec.Command("debugfs", "-w", "-f", "-", e.spec())
+	cmd.Stdin = strings.NewReader(strings.Join(requests, "\n") + "\n")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("debugfs %s: %v: %s", strings.Join(requests, "; "), err, stderr.String())
 	}
-	return err
+	var msgs []string
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "debugfs ") && !strings.HasPrefix(l, "Allocated inode") {
+			msgs = append(msgs, l)
+		}
+	}
+	if len(msgs) > 0 {
+		return fmt.Errorf("debugfs %s: %s", strings.Join(requests, "; "), strings.Join(msgs, "; "))
+	}
+	return nil
 }
 
 type extStat struct {
@@ -697,11 +710,8 @@ func guestUpload(w http.ResponseWriter, r *http.Request, vm *simulator.VirtualMa
 				return nil
 			}
 		}
-		if err := fs.must(fmt.Sprintf("write \"%s\" \"%s\"", tmp.Name(), t.path)); err != nil {
-			status, text = http.StatusInternalServerError, err.Error()
-			return nil
-		}
-		if err := applyAttrs(fs, t.path, t.attrs); err != nil {
+		write := fmt.Sprintf("write \"%s\" \"%s\"", tmp.Name(), t.path)
+		if err := fs.must(append([]string{write}, attrRequests(t.path, t.attrs)...)...); err != nil {
 			status, text = http.StatusInternalServerError, err.Error()
 		}
 		return nil
@@ -716,9 +726,9 @@ func guestUpload(w http.ResponseWriter, r *http.Request, vm *simulator.VirtualMa
 	w.WriteHeader(http.StatusOK)
 }
 
-// applyAttrs sets what the client asked for (else root-owned, 0644, now), like a
+// attrRequests set what the client asked for (else root-owned, 0644, now), like a
 // file created by VMware Tools.
-func applyAttrs(fs *extFS, p string, attrs types.BaseGuestFileAttributes) error {
+func attrRequests(p string, attrs types.BaseGuestFileAttributes) []string {
 	perm, uid, gid := int64(0644), int64(0), int64(0)
 	var mtime, atime *time.Time
 	if attrs != nil {
@@ -747,10 +757,8 @@ func applyAttrs(fs *extFS, p string, attrs types.BaseGuestFileAttributes) error 
 	if atime != nil {
 		sets = append(sets, fmt.Sprintf("atime @%d", atime.Unix()))
 	}
-	for _, s := range sets {
-		if err := fs.must(fmt.Sprintf("set_inode_field \"%s\" %s", p, s)); err != nil {
-			return err
-		}
+	for i, s := range sets {
+		sets[i] = fmt.Sprintf("set_inode_field \"%s\" %s", p, s)
 	}
-	return nil
+	return sets
 }
