@@ -3,6 +3,7 @@ and a fresh data-centre file, store and catalog per test."""
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +34,13 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     os.environ["PREFECT_HOME"] = str(home / "prefect")
     os.environ.pop("PREFECT_API_URL", None)
     url = ps.ensure_server()
+    # stopped at exit, after Prefect's log worker (registered later, so run earlier) has
+    # drained to it: stopping it first makes that worker retry for a minute
+    atexit.register(ps.stop_server)
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    try:
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield
-    finally:
-        ps.stop_server()
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        yield
 
 
 @pytest.fixture
