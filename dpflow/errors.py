@@ -36,3 +36,9 @@ class PermanentError(DpflowError):
 def is_transient(exc: BaseException) -> bool:
     """Retry condition for Prefect tasks: retry only what may heal."""
     return isinstance(exc, TransientError)
+
+
+def first_line(exc: BaseException) -> str:
+    """What a session record or a summary keeps of an error: its first line, or its type."""
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -20,7 +20,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from dpflow.errors import TransientError, UserError
+from dpflow.errors import TransientError, UserError, first_line
 from dpflow.locks import exclusive
 from drivers.protocols import ReplicaKind
 from tasks.array import (
@@ -153,11 +153,11 @@ def replicate_luns(config: str, group: str, luns: list[str], kind: str | None = 
             except Exception as exc:  # noqa: BLE001 - the new version stands
                 log.warning("rotation of %s failed, the new version stands: %s", group, exc)
                 result.message = (result.message + "; " if result.message else "") + \
-                    f"rotation failed: {str(exc).splitlines()[0]}"
+                    f"rotation failed: {first_line(exc)}"
             result.status = "completed"
             return result
         except BaseException as exc:
-            result.message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            result.message = first_line(exc)
             raise
         finally:
             result.seconds = time.perf_counter() - t0
@@ -191,6 +191,5 @@ def restore_luns_from_replica(config: str, group: str, replica_set: str | None =
                                      detached=[f"{p.vdisk}@{p.host}" for p in held],
                                      seconds=time.perf_counter() - t0)
         except BaseException as exc:
-            close_session(config, session_id, "failed", str(exc).splitlines()[0] if str(exc)
-                          else type(exc).__name__)
+            close_session(config, session_id, "failed", first_line(exc))
             raise

@@ -16,7 +16,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from dpflow.errors import DpflowError, UserError
+from dpflow.errors import UserError, first_line
 from dpflow.guestfs.target import CONFLICTS
 from dpflow.locks import exclusive
 from tasks.catalog import close_session, open_session
@@ -35,9 +35,8 @@ from tasks.vsphere import (
     check_space,
     create_snapshot,
     find_vm,
+    release_snapshot,
     remove_leftover_snapshots,
-    remove_snapshot,
-    report_orphan_snapshot,
     snapshot_disks,
 )
 
@@ -112,18 +111,12 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
                 for p in problems:
                     log.warning("%s: %s", vm, p)
             finally:
-                try:
-                    remove_snapshot(config, vcenter, snap, vm)
-                except Exception as exc:
-                    result.snapshot_removed = False
-                    report_orphan_snapshot(vm, snap, exc)
-                    if result.version_id:
-                        raise DpflowError(f"version {result.version_id} of {vm} is complete, "
-                                          f"but its snapshot {snap.name} was left: {exc}") from exc
+                result.snapshot_removed = release_snapshot(config, vcenter, snap, vm,
+                                                           result.version_id)
             result.status = "completed"
             return result
         except BaseException as exc:
-            result.message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            result.message = first_line(exc)
             raise
         finally:
             unregister(config, store, session_id)
@@ -152,8 +145,7 @@ def restore_vm_files(config: str, vm: str, target: str, patterns: list[str],
     try:
         r = restore_catalogued_files(config, vm, version_id, patterns, target, conflict)
     except BaseException as exc:
-        close_session(config, session_id, "failed", str(exc).splitlines()[0] if str(exc)
-                      else type(exc).__name__)
+        close_session(config, session_id, "failed", first_line(exc))
         raise
     close_session(config, session_id, "completed", f"from version {version_id}", 0,
                   r.bytes_written)
@@ -177,8 +169,7 @@ def restore_files_from_image(config: str, vm: str, target: str, patterns: list[s
     try:
         r = restore_image_files(config, vm, version_id, patterns, target, conflict)
     except BaseException as exc:
-        close_session(config, session_id, "failed", str(exc).splitlines()[0] if str(exc)
-                      else type(exc).__name__)
+        close_session(config, session_id, "failed", first_line(exc))
         raise
     close_session(config, session_id, "completed", f"from image version {version_id}",
                   r.source_bytes_read, r.bytes_written)
@@ -204,8 +195,7 @@ def restore_vm_files_into_guest(config: str, vm: str, guest_dir: str, patterns: 
         r = restore_into_guest(config, vm, version_id, patterns, guest_dir, guest_user,
                                guest_password_env, conflict)
     except BaseException as exc:
-        close_session(config, session_id, "failed", str(exc).splitlines()[0] if str(exc)
-                      else type(exc).__name__)
+        close_session(config, session_id, "failed", first_line(exc))
         raise
     close_session(config, session_id, "completed", f"from version {version_id} into the guest",
                   0, r.bytes_written)

@@ -14,7 +14,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from dpflow.errors import DpflowError
+from dpflow.errors import DpflowError, first_line
 from dpflow.locks import exclusive
 from tasks.catalog import close_session, open_session
 from tasks.maintenance import register, unregister
@@ -36,9 +36,8 @@ from tasks.vsphere import (
     find_vm,
     power_on,
     prepare_target,
+    release_snapshot,
     remove_leftover_snapshots,
-    remove_snapshot,
-    report_orphan_snapshot,
     snapshot_disks,
 )
 
@@ -108,18 +107,12 @@ def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupRes
                 result.bytes_read = sum(c.bytes_read for c in copies)
                 result.bytes_added = sum(c.bytes_added for c in copies)
             finally:
-                try:
-                    remove_snapshot(config, vcenter, snap, vm)
-                except Exception as exc:
-                    result.snapshot_removed = False
-                    report_orphan_snapshot(vm, snap, exc)
-                    if result.version_id:
-                        raise DpflowError(f"version {result.version_id} of {vm} is complete, "
-                                          f"but its snapshot {snap.name} was left: {exc}") from exc
+                result.snapshot_removed = release_snapshot(config, vcenter, snap, vm,
+                                                           result.version_id)
             result.status = "completed"
             return result
         except BaseException as exc:
-            result.message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            result.message = first_line(exc)
             raise
         finally:
             unregister(config, store, session_id)
@@ -169,8 +162,7 @@ def restore_vm_image(config: str, vm: str, version: str | None = None,
         except BaseException as exc:
             if created:
                 destroy_vm(config, vcenter, target_vm)  # compensation: no half-restored VM
-            close_session(config, session_id, "failed", str(exc).splitlines()[0] if str(exc)
-                          else type(exc).__name__)
+            close_session(config, session_id, "failed", first_line(exc))
             raise
 
 
@@ -187,6 +179,6 @@ def backup_vms(config: str, vms: list[str], store: str | None = None) -> list[Ba
             try:
                 state.result()
             except Exception as exc:  # noqa: BLE001 - reported per VM
-                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                msg = first_line(exc)
             results.append(BackupResult(vm=name, status="failed", session_id="", message=msg))
     return results

@@ -6,7 +6,7 @@ from prefect import get_run_logger
 from prefect.events import emit_event
 
 from dpflow.environment import environment
-from dpflow.errors import PermanentError, UserError
+from dpflow.errors import DpflowError, PermanentError, UserError
 from drivers.protocols import DiskInfo, QuiesceFailed, SnapshotRef, VmInfo
 from tasks.common import step
 
@@ -111,6 +111,25 @@ def report_orphan_snapshot(vm: str, snap: SnapshotRef, error: BaseException) -> 
                            "snapshots first)", vm, snap.name, snap.moref, error)
     emit_event(event="dpflow.snapshot.orphaned", resource={
         "prefect.resource.id": f"dpflow.vm.{vm}", "dpflow.snapshot": snap.name})
+
+
+def release_snapshot(config: str, vcenter: str, snap: SnapshotRef, vm: str,
+                     version_id: str | None) -> bool:
+    """Compensation of create_snapshot for every exit path of a backup.
+
+    Removal is retried (remove_snapshot); if it still fails, it is reported loudly (error
+    log and event), and when a version was already made the session fails anyway, so a
+    leftover snapshot is never silent. Returns whether the snapshot is gone.
+    """
+    try:
+        remove_snapshot(config, vcenter, snap, vm)
+        return True
+    except Exception as exc:
+        report_orphan_snapshot(vm, snap, exc)
+        if version_id:
+            raise DpflowError(f"version {version_id} of {vm} is complete, but its snapshot "
+                              f"{snap.name} was left: {exc}") from exc
+        return False
 
 
 @step(name="prepare restore target")
