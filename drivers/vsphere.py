@@ -404,9 +404,10 @@ class DatastoreDisk:
             end = offset + length - 1
             try:
                 # verify= per request: REQUESTS_CA_BUNDLE would override a session's own
-                with self._session().get(self.url, headers={"Range": f"bytes={start}-{end}"},
-                                         stream=True, timeout=(10, 60),
-                                         verify=self._verify) as r:
+                r = self._session().get(self.url, headers={"Range": f"bytes={start}-{end}"},
+                                        stream=True, timeout=(10, 60), verify=self._verify)
+                done = False
+                try:
                     if r.status_code == 404:
                         raise PermanentError(f"disk file not found: {self.url.split('?')[0]}")
                     if r.status_code >= 500 or r.status_code == 429:
@@ -419,6 +420,14 @@ class DatastoreDisk:
                             break
                         buf += piece
                         failures = 0
+                    done = len(buf) == length and not r.raw.read(1)
+                finally:
+                    # a fully read body leaves the connection clean: keep it alive (a new TLS
+                    # handshake per range cost more than the transfer); otherwise drop it
+                    if done:
+                        r.raw.release_conn()
+                    else:
+                        r.close()
             except requests.exceptions.SSLError as exc:
                 raise UserError(f"TLS certificate of the datastore server not trusted: {exc}; "
                                 f"set ca_file to the CA that signed it") from exc
