@@ -6,9 +6,9 @@ was taken; every failure path is checked for leftovers (snapshots, versions, VMs
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -18,12 +18,11 @@ from dpflow.errors import DpflowError
 from simulators.guest_disks import MiB, make_guest_disk
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-_names = itertools.count()
 
 
 def new_vm(vcsim, tmp_path: Path, sizes: list[int]) -> tuple[str, list[bytes]]:
     """A VM with real guest bytes; returns its name and the bytes of each disk."""
-    name = f"vm{next(_names)}-{os.getpid()}"
+    name = f"vm-{uuid.uuid4().hex[:10]}"  # unique even if this module is imported twice
     vcsim.create_vm(name, sizes)
     contents = []
     for i, size in enumerate(sizes):
