@@ -6,7 +6,6 @@ nobody listens and reporting costs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 
@@ -48,5 +47,3 @@ class Meter:
 def meter(key: str, label: str, total: int) -> Meter:
     return Meter(key, label, total)
 
-
-ProgressFn = Callable[[int], None]

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from dpflow.store.chunks import ChunkStore, CorruptChunk
 from dpflow.store.manifest import DiskManifest
@@ -20,13 +20,13 @@ from dpflow.store.manifest import DiskManifest
 T = TypeVar("T")
 
 
-class RangeReader:
-    """What the pipeline needs from a disk: sized, readable by ranges from any thread."""
+class RangeReader(Protocol):
+    """What the pipeline needs from a disk: sized, readable by ranges from any thread
+    (drivers.protocols.DiskReader is one)."""
 
     size: int
 
-    def read(self, offset: int, length: int) -> bytes:  # pragma: no cover - protocol
-        raise NotImplementedError
+    def read(self, offset: int, length: int) -> bytes: ...
 
 
 @dataclass
