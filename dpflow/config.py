@@ -119,7 +119,8 @@ class Proxy(Strict):
     """The backup host that reads snapshot disks (the seed's VCB proxy)."""
 
     name: str = "local"
-    read_streams: int = Field(4, ge=1, le=32)
+    read_streams: int = Field(2, ge=1, le=32, description="disk ranges read at once; the "
+                              "measured best on 2 cores is 2 (bench/README.md)")
     workers: int = Field(2, ge=1, le=64)
 
 

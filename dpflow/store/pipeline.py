@@ -61,13 +61,16 @@ def chunks_touching(areas: list[tuple[int, int]], chunk_size: int, size: int) ->
 
 
 READ_SPAN = 4 << 20  # one HTTP range request covers this much (many chunks)
+MAX_GAP = 256 << 10  # unwanted bytes a request may read through to join two wanted runs
 
 
-def runs_of(indexes: list[int], max_len: int) -> list[list[int]]:
-    """Consecutive chunk indexes grouped into runs of at most `max_len`: one read each."""
+def runs_of(indexes: list[int], max_len: int, max_gap: int = 0) -> list[list[int]]:
+    """Ascending chunk indexes grouped into runs, one range request each: a run spans at
+    most `max_len` chunks and may skip gaps of up to `max_gap` unwanted chunks (reading a
+    few extra KiB is cheaper than another request when CBT reports scattered blocks)."""
     out: list[list[int]] = []
     for i in indexes:
-        if out and i == out[-1][-1] + 1 and len(out[-1]) < max_len:
+        if out and i - out[-1][-1] <= max_gap + 1 and i - out[-1][0] < max_len:
             out[-1].append(i)
         else:
             out.append([i])
@@ -75,13 +78,14 @@ def runs_of(indexes: list[int], max_len: int) -> list[list[int]]:
 
 
 def _read_run(reader: RangeReader, run: list[int], chunk_size: int) -> list[memoryview]:
+    """The chunks of `run` (ascending indexes, maybe with gaps) from one range read."""
     offset = run[0] * chunk_size
-    length = min(len(run) * chunk_size, reader.size - offset)
+    length = min((run[-1] - run[0] + 1) * chunk_size, reader.size - offset)
     data = reader.read(offset, length)
     if len(data) != length:
         raise OSError(f"short read at {offset}: {len(data)} of {length} bytes")
     view = memoryview(data)
-    return [view[k * chunk_size:(k + 1) * chunk_size] for k in range(len(run))]
+    return [view[(i - run[0]) * chunk_size:(i - run[0] + 1) * chunk_size] for i in run]
 
 
 def _pipelined(work: Callable[[list[int]], T], runs: list[list[int]], workers: int,
@@ -157,7 +161,8 @@ def backup_disk(
                 progress(length)
 
     try:
-        _pipelined(work, runs_of(todo, max(1, READ_SPAN // chunk_size)), workers, take)
+        runs = runs_of(todo, max(1, READ_SPAN // chunk_size), max_gap=MAX_GAP // chunk_size)
+        _pipelined(work, runs, workers, take)
     except BaseException:
         store.abandon()
         raise

@@ -154,3 +154,24 @@ def test_refuses_a_foreign_directory(tmp_path: Path) -> None:
     (tmp_path / "x" / "precious.txt").write_text("not a store")
     with pytest.raises(UserError, match="not a dpflow store"):
         ChunkStore(tmp_path / "x").init()
+
+
+def test_runs_join_small_gaps_but_not_large_ones() -> None:
+    from dpflow.store.pipeline import runs_of
+
+    assert runs_of([0, 1, 2, 5, 6, 20], max_len=64, max_gap=2) == [[0, 1, 2, 5, 6], [20]]
+    assert runs_of(list(range(10)), max_len=4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert runs_of([0, 3], max_len=3, max_gap=5) == [[0], [3]]  # span limit holds
+
+
+def test_incremental_copy_with_gaps_is_exact(store: ChunkStore) -> None:
+    data = bytearray(os.urandom(32 * CS))
+    base, _ = backup_disk(BytesDisk(bytes(data)), store, chunk_size=CS, workers=2)
+    changed = [1, 3, 4, 9, 30]
+    for i in changed:
+        data[i * CS:(i + 1) * CS] = os.urandom(CS)
+    chunks, stats = backup_disk(BytesDisk(bytes(data)), store, chunk_size=CS, workers=2,
+                                only=changed, base=base)
+    assert stats.bytes_read == len(changed) * CS
+    disk = DiskManifest(key=1, label="d", capacity_bytes=len(data), chunk_size=CS, chunks=chunks)
+    assert b"".join(restore_blocks(store, disk, workers=2)) == bytes(data)
