@@ -54,17 +54,22 @@ class SecretRef(Strict):
             ) from exc
 
 
-class VCenter(Strict):
-    """A vCenter or a standalone ESX host: both speak the same SOAP API."""
+class Endpoint(Strict):
+    """A management endpoint reached over TLS with a user and a referenced password."""
 
     name: str
     host: str
-    port: int = 443
     user: str
     password: SecretRef
     ca_file: Path | None = Field(
         None, description="CA bundle that signed the endpoint's certificate (verification is on)"
     )
+
+
+class VCenter(Endpoint):
+    """A vCenter or a standalone ESX host: both speak the same SOAP API."""
+
+    port: int = 443
     datacenter: str = "DC0"
     connect_timeout_s: float = 20.0
 
@@ -124,18 +129,11 @@ class Proxy(Strict):
     workers: int = Field(2, ge=1, le=64)
 
 
-class Array(Strict):
+class Array(Endpoint):
     """A disk array driven through its SMI-S provider (an EVA's Command View, ...)."""
 
-    name: str
     driver: Literal["smis"] = "smis"
-    host: str
     port: int = 5989
-    user: str
-    password: SecretRef
-    ca_file: Path | None = Field(
-        None, description="CA bundle that signed the provider's certificate (verification is on)"
-    )
     namespace: str = "root/eva"
     timeout_s: float = Field(30.0, gt=0, description="one SMI-S request")
     job_deadline_s: float = Field(600.0, gt=0, description="how long an array job may run")
