@@ -2,7 +2,8 @@
 
 A chunk's id is the blake3 digest of its plain bytes (keyed when the store is encrypted),
 so identical data from any disk, VM or day is stored once, and every read proves it got
-the bytes that were written. Format: docs/store-format.md.
+the bytes that were written. Format: docs/store-format.md. The contract it keeps (what
+put, has, flush, get and close guarantee) is written in dpflow/store/protocol.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dpflow.errors import PermanentError, UserError
 from dpflow.store.crypto import Sealer
 from dpflow.store.durable import write_atomic
 from dpflow.store.packs import PackIndex, PackWriter, pack_path
+from dpflow.store.protocol import StoreClosed
 
 CODEC_RAW = 0
 CODEC_ZSTD = 1
@@ -37,7 +39,11 @@ def chunk_id(data: bytes) -> str:
 
 
 class ChunkStore:
-    """One store directory. Safe for many threads and processes: chunk writes are idempotent."""
+    """One store directory. Safe for many threads and processes: chunk writes are idempotent.
+
+    Keeps ChunkStoreProtocol. Holds open file descriptors (packs being read, SQLite
+    connections): close() it, or use it as a context manager.
+    """
 
     def __init__(self, root: Path, *, compression_level: int = 3, key: bytes | None = None,
                  pack_target: int = PACK_TARGET) -> None:
@@ -55,6 +61,7 @@ class ChunkStore:
         self._writers: list[PackWriter] = []
         self._pending: set[str] = set()
         self._fds: OrderedDict[str, int] = OrderedDict()
+        self._closed = False
 
     # --- lifecycle -------------------------------------------------------------
     @property
@@ -93,6 +100,7 @@ class ChunkStore:
 
     @property
     def index(self) -> PackIndex:
+        self._open()
         if self._index is None:
             raise RuntimeError("store not opened: call init()")
         return self._index
@@ -143,7 +151,12 @@ class ChunkStore:
         return data
 
     # --- writing ---------------------------------------------------------------
+    def _open(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"store {self.root} was closed")
+
     def has(self, cid: str) -> bool:
+        self._open()
         with self._lock:
             if cid in self._pending:
                 return True
@@ -154,6 +167,7 @@ class ChunkStore:
 
         The chunk is durable only after flush(): call it before a manifest refers to it.
         """
+        self._open()
         with self._lock:
             if cid in self._pending:
                 return 0
@@ -162,6 +176,10 @@ class ChunkStore:
             with self._lock:
                 self._pending.discard(cid)
             return 0
+        if self.chunk_id(data) != cid:
+            with self._lock:
+                self._pending.discard(cid)
+            raise ValueError(f"chunk id {cid} is not the id of the {len(data)} bytes given")
         blob = self.encode(cid, data)
         writer = getattr(self._local, "writer", None)
         if writer is None:
@@ -184,6 +202,7 @@ class ChunkStore:
 
     def flush(self) -> None:
         """Seal every open pack: all chunks put so far are durable and indexed after this."""
+        self._open()
         with self._lock:
             writers, self._writers = self._writers, []
         self._local = threading.local()
@@ -237,7 +256,20 @@ class ChunkStore:
         return {row[0] for row in self.index.entries()}
 
     def close(self) -> None:
+        """Abandon what is pending, close every pack and SQLite connection. Idempotent."""
+        if self._closed:
+            return
+        self.abandon()
         with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
+            self._closed = True
+            fds, self._fds = list(self._fds.values()), OrderedDict()
+        for fd in fds:
+            os.close(fd)
+        if self._index is not None:
+            self._index.close()
+
+    def __enter__(self) -> ChunkStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -18,6 +18,7 @@ import struct
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,8 @@ class PackIndex:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._all: list[tuple[weakref.ref[threading.Thread], sqlite3.Connection]] = []
+        self._lock = threading.Lock()
         db = self._db()
         db.execute("CREATE TABLE IF NOT EXISTS chunks (id TEXT PRIMARY KEY, pack TEXT NOT NULL,"
                    " offset INTEGER NOT NULL, length INTEGER NOT NULL, created REAL NOT NULL)"
@@ -41,13 +44,31 @@ class PackIndex:
         db.commit()
 
     def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            # one connection per thread, closed by close() from any thread, or here once
+            # its thread has ended (pipeline threads come and go; a connection in a
+            # reference cycle would otherwise keep its file descriptors until a GC)
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None,
+                                 check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             self._local.db = db
+            with self._lock:
+                dead = [c for t, c in self._all if (th := t()) is None or not th.is_alive()]
+                self._all = [(t, c) for t, c in self._all if all(c is not d for d in dead)]
+                self._all.append((weakref.ref(threading.current_thread()), db))
+            for c in dead:
+                c.close()
         return db
+
+    def close(self) -> None:
+        """Close every connection (call when no thread uses the index any more)."""
+        with self._lock:
+            conns, self._all = [c for _, c in self._all], []
+        self._local = threading.local()
+        for db in conns:
+            db.close()
 
     def lookup(self, cid: str) -> tuple[str, int, int] | None:
         row = self._db().execute("SELECT pack, offset, length FROM chunks WHERE id=?",

@@ -14,8 +14,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from dpflow.store.chunks import ChunkStore, CorruptChunk
+from dpflow.store.chunks import CorruptChunk
 from dpflow.store.manifest import DiskManifest
+from dpflow.store.protocol import ChunkStoreProtocol
 
 T = TypeVar("T")
 
@@ -109,7 +110,7 @@ def _pipelined(work: Callable[[list[int]], T], runs: list[list[int]], workers: i
 
 def backup_disk(
     reader: RangeReader,
-    store: ChunkStore,
+    store: ChunkStoreProtocol,
     *,
     chunk_size: int,
     workers: int,
@@ -171,7 +172,8 @@ def backup_disk(
 
 
 def restore_blocks(
-    store: ChunkStore, disk: DiskManifest, *, workers: int, progress: Progress | None = None
+    store: ChunkStoreProtocol, disk: DiskManifest, *, workers: int,
+    progress: Progress | None = None,
 ) -> Iterator[bytes]:
     """The disk's bytes in order, each chunk verified against its id as it is read."""
     size, cs = disk.capacity_bytes, disk.chunk_size

@@ -11,6 +11,7 @@ import pytest
 from dpflow.errors import UserError
 from dpflow.store import ChunkStore, CorruptChunk, DiskManifest, VersionManifest
 from dpflow.store.manifest import read_manifest, write_manifest
+from dpflow.store.memory import MemoryChunkStore
 from dpflow.store.packs import pack_path, read_trailer
 from dpflow.store.pipeline import backup_disk, restore_blocks, verify_disk
 
@@ -175,3 +176,29 @@ def test_incremental_copy_with_gaps_is_exact(store: ChunkStore) -> None:
     assert stats.bytes_read == len(changed) * CS
     disk = DiskManifest(key=1, label="d", capacity_bytes=len(data), chunk_size=CS, chunks=chunks)
     assert b"".join(restore_blocks(store, disk, workers=2)) == bytes(data)
+
+
+def test_close_releases_every_file_descriptor(tmp_path: Path) -> None:
+    def open_fds() -> set[str]:
+        return set(os.listdir("/proc/self/fd"))
+
+    before = open_fds()
+    store = ChunkStore(tmp_path / "s", pack_target=3 * CS).init()
+    data = os.urandom(16 * CS)
+    chunks, _ = backup_disk(BytesDisk(data), store, chunk_size=CS, workers=3)
+    disk = DiskManifest(key=1, label="d", capacity_bytes=len(data), chunk_size=CS, chunks=chunks)
+    assert b"".join(restore_blocks(store, disk, workers=3)) == data  # packs and SQLite open
+    store.put(store.chunk_id(b"pending"), b"pending")  # an open temporary pack too
+    assert open_fds() - before
+    store.close()
+    assert open_fds() - before == set()
+    assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_pipeline_runs_over_the_memory_twin() -> None:
+    twin = MemoryChunkStore()
+    data = mixed_disk(4 * CS, 777)
+    chunks, stats = backup_disk(BytesDisk(data), twin, chunk_size=CS, workers=2)
+    assert stats.chunks_zero == 4 and stats.chunks_reused == 4
+    disk = DiskManifest(key=1, label="d", capacity_bytes=len(data), chunk_size=CS, chunks=chunks)
+    assert b"".join(restore_blocks(twin, disk, workers=2)) == data
