@@ -56,7 +56,7 @@ def main() -> None:
 
     quiet_console()
     from dpflow import prefect_server
-    from dpflow.demo import write_config
+    from dpflow_cli.demo import write_config
     from simulators.vcsim import Vcsim
 
     files = guest_files(args.files)

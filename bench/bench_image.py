@@ -208,7 +208,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     os.environ.pop("PREFECT_API_URL", None)
     os.environ["DPFLOW_HOME"] = str(work / "home")
     from dpflow import prefect_server
-    from dpflow.demo import write_config
+    from dpflow_cli.demo import write_config
     from simulators.vcsim import Vcsim
 
     prefect_server.quiet_console()
@@ -291,7 +291,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 def run_sparse(args: argparse.Namespace, work: Path, sim: Any, pf: Any) -> dict[str, Any]:
     """dpflow alone on a big thin disk: day 1, a small day 2, a sparse restore — RSS."""
-    from dpflow.demo import write_config
+    from dpflow_cli.demo import write_config
 
     size = args.sparse_size_mib * MiB
     d = work / "sparse"

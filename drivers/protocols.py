@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-from dpflow.errors import PermanentError, TransientError
+from drivers.errors import PermanentError, TransientError
 
 
 class QuiesceFailed(TransientError):

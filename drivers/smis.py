@@ -17,7 +17,8 @@ from typing import Any
 import pywbem
 from pywbem import CIMInstanceName, Uint16, Uint64
 
-from dpflow.errors import NotFound, PermanentError, TransientError, UserError
+from drivers.endpoints import ArrayEndpoint
+from drivers.errors import NotFound, PermanentError, TransientError, UserError
 from drivers.protocols import (
     OutOfSpace,
     PoolInfo,
@@ -52,8 +53,8 @@ def connect(url: str, user: str, password: str, ca_file: str | None = None,
     return conn
 
 
-def open_array(array: Any, password: str) -> SmisArray:
-    """The DRIVERS factory: a configured array (dpflow.config.Array) over a verified
+def open_array(array: ArrayEndpoint, password: str) -> SmisArray:
+    """The DRIVERS factory: a configured array (any ArrayEndpoint) over a verified
     WBEMConnection. Nothing is sent until the first call (`check()` proves the login)."""
     conn = connect(array.url, array.user, password,
                    str(array.ca_file) if array.ca_file else None, array.namespace,

@@ -23,8 +23,8 @@ import urllib3
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
-from dpflow.config import VCenter
-from dpflow.errors import NotFound, PermanentError, TransientError, UserError
+from drivers.endpoints import VCenterEndpoint
+from drivers.errors import NotFound, PermanentError, TransientError, UserError
 from drivers.protocols import CbtUnusable, DiskInfo, QuiesceFailed, SnapshotRef, VmInfo
 
 T = TypeVar("T")
@@ -70,7 +70,7 @@ def translate(exc: BaseException, what: str) -> Exception:
 class VSphere:
     """One logged-in connection to a vCenter; re-logs in when the session expires."""
 
-    def __init__(self, vc: VCenter, password: str) -> None:
+    def __init__(self, vc: VCenterEndpoint, password: str) -> None:
         self.vc = vc
         self._password = password
         self._si: Any = None

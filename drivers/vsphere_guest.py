@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from pyVmomi import vim
 
-from dpflow.errors import PermanentError, TransientError, UserError
+from drivers.errors import PermanentError, TransientError, UserError
 from drivers.protocols import VmInfo
 
 

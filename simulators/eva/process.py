@@ -18,7 +18,6 @@ from typing import Any
 
 import requests
 
-from drivers.smis import connect
 from simulators.eva.model import EvaArray
 from simulators.eva.server import spawn
 from simulators.tls import ensure_certs
@@ -109,8 +108,13 @@ class EvaServer:
 
     def connection(self, timeout: float = 30.0, password: str | None = None) -> Any:
         """A plain pywbem.WBEMConnection to the array, verifying its certificate."""
-        return connect(self.url, self.user, password or self.password, str(self.ca_file),
-                       NAMESPACE, timeout)
+        import pywbem
+
+        conn = pywbem.WBEMConnection(self.url, (self.user, password or self.password),
+                                     default_namespace=NAMESPACE, ca_certs=str(self.ca_file),
+                                     timeout=timeout)
+        conn.session.trust_env = False  # REQUESTS_CA_BUNDLE would replace the array's own CA
+        return conn
 
     def host_port(self, host: str) -> RemoteHostPort:
         return RemoteHostPort(self, host)

@@ -19,9 +19,9 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from dpflow.catalog import SessionRow
-from dpflow.demo_array import DependentWriter, initial_bytes, read_lun, write_lun
 from dpflow.environment import environment
 from dpflow.errors import PermanentError, UserError
+from dpflow_cli.demo_array import DependentWriter, initial_bytes, read_lun, write_lun
 from drivers.smis import SmisArray
 from simulators.eva.process import EvaServer
 
@@ -240,7 +240,7 @@ def test_restore_without_hosts_and_concurrent_sessions_wait(cfg, drv, eva):
 
 
 def test_cli_bad_input_is_one_line_before_the_array(cfg, drv):
-    from dpflow.cli import app
+    from dpflow_cli.main import app
 
     runner = CliRunner()
     for args, words in [

@@ -382,7 +382,7 @@ def cli(*args: str) -> tuple[int, str]:
     from prefect.settings import PREFECT_API_URL
 
     env = dict(os.environ, COLUMNS="200", PREFECT_API_URL=str(PREFECT_API_URL.value()))
-    p = subprocess.run([sys.executable, "-c", "from dpflow.cli import app; app()", *args],
+    p = subprocess.run([sys.executable, "-c", "from dpflow_cli.main import app; app()", *args],
                        capture_output=True, text=True, env=env, timeout=300)
     return p.returncode, p.stdout + p.stderr
 

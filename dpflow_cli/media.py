@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dpflow.cli import DEFAULT_CONFIG, ConfigOpt, _guard, _prepare, app, console, err
+from dpflow_cli.app import DEFAULT_CONFIG, ConfigOpt, app, console, err, guard, prepare
 
 StoreOpt = Annotated[str | None, typer.Option(help="store name (default: the first)")]
 
@@ -19,13 +19,13 @@ def verify(read_data: Annotated[float, typer.Option(
                help="also read, decrypt and hash this percentage of chunks (100 = all)")] = 0.0,
            store: StoreOpt = None, config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Check that every version's chunks exist (and read some or all of them)."""
-    cfg = _prepare(config, touch_vcenter=False)
+    cfg = prepare(config, touch_vcenter=False)
 
     def go() -> Any:
         from flows.maintenance import verify_media
 
         return verify_media(cfg, store, read_data)
-    r = _guard(go)
+    r = guard(go)
     console.print(f"{r.versions} version(s), {r.chunks_checked:,} chunks checked, "
                   f"{r.chunks_read:,} read and hashed")
     if r.ok:
@@ -56,13 +56,13 @@ def forget(vm: Annotated[str | None, typer.Argument(help="only this VM")] = None
         err.print("[bold red]error:[/] no keep rule given: that would forget every unprotected "
                   "version; give at least one --keep-… option", soft_wrap=True)
         raise typer.Exit(2)
-    cfg = _prepare(config, touch_vcenter=False)
+    cfg = prepare(config, touch_vcenter=False)
 
     def go() -> Any:
         from flows.maintenance import forget_versions
 
         return forget_versions(cfg, policy, vm, store, apply)
-    plan = _guard(go)
+    plan = guard(go)
     table = Table("object", "version", "decision", "why")
     for obj, decisions in plan.items():
         for vid, reasons in decisions.items():
@@ -78,13 +78,13 @@ def forget(vm: Annotated[str | None, typer.Argument(help="only this VM")] = None
 def prune(apply: Annotated[bool, typer.Option(help="really delete (default: dry run)")] = False,
           store: StoreOpt = None, config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Delete the packs no version references (never while a backup runs)."""
-    cfg = _prepare(config, touch_vcenter=False)
+    cfg = prepare(config, touch_vcenter=False)
 
     def go() -> Any:
         from flows.maintenance import prune_media
 
         return prune_media(cfg, store, apply)
-    r = _guard(go)
+    r = guard(go)
     if r.deferred_by:
         console.print(f"[yellow]prune deferred[/]: backup session(s) {', '.join(r.deferred_by)} "
                       f"running; nothing deleted")
@@ -107,7 +107,7 @@ def protect(version: Annotated[str, typer.Argument(help="version id")],
         until = datetime.now(UTC) + timedelta(days=days) if days else None
         environment(config).catalog().protect(version, until)
         return until
-    until = _guard(go)
+    until = guard(go)
     console.print(f"version {version} " + (f"protected until {until:%Y-%m-%d %H:%M} UTC"
                                            if until else "no longer protected"))
 

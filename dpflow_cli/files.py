@@ -1,6 +1,6 @@
 """`dpflow backup files`, `dpflow find`, `dpflow restore files`: file-level commands.
 
-Registered on dpflow.cli's Typer apps when dpflow.cli imports this module. Bad input
+Registered on the Typer apps of dpflow_cli.app when dpflow_cli.main imports this module. Bad input
 is one line and exit code 2, checked from the catalog and the target directory before
 any snapshot is taken or file read.
 """
@@ -13,10 +13,17 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dpflow.cli import DEFAULT_CONFIG, ConfigOpt, app, backup_app, console, restore_app
-from dpflow.cli import _guard as guard
-from dpflow.cli import _mb as mb
-from dpflow.cli import _prepare as prepare
+from dpflow_cli.app import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    app,
+    backup_app,
+    console,
+    guard,
+    mb,
+    prepare,
+    restore_app,
+)
 
 default_config = DEFAULT_CONFIG
 

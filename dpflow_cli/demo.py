@@ -168,12 +168,12 @@ def run_demo(workdir: Path, disk_mib: int, console: Console) -> None:
                      f"{vr.chunks_checked:,} chunks, AES-256-GCM"))
 
         console.rule("file level: NTFS and ext4 guests, incremental, one file from an image")
-        from dpflow.demo_files import run_files_demo
+        from dpflow_cli.demo_files import run_files_demo
 
         rows += run_files_demo(sim, config, workdir, console)
 
     console.rule("array: EVA Business Copy replicas and Instant Recovery over SMI-S")
-    from dpflow.demo_array import run_array_demo
+    from dpflow_cli.demo_array import run_array_demo
 
     rows += run_array_demo(workdir / "array", console)
 

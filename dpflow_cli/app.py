@@ -1,0 +1,105 @@
+"""The `dpflow` command line's shared parts: the Typer apps, one-line errors, progress bars.
+
+Every user mistake ends as one red line and exit code 2; a failed backup or restore as
+one line and exit code 1 (the details are in the Prefect UI); only a dpflow bug shows a
+traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from dpflow.errors import DpflowError, UserError
+from dpflow.prefect_server import quiet_console, quiet_defaults
+
+# before anything imports Prefect: the CLI prints its own one-line summaries; full run
+# logs (with tracebacks) still reach the Prefect server and its UI
+quiet_defaults()
+quiet_console()
+
+app = typer.Typer(help="dpflow: VM data protection as Prefect flows.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+backup_app = typer.Typer(help="Back up objects.", no_args_is_help=True)
+restore_app = typer.Typer(help="Restore objects.", no_args_is_help=True)
+server_app = typer.Typer(help="The local Prefect server.", no_args_is_help=True)
+app.add_typer(backup_app, name="backup")
+app.add_typer(restore_app, name="restore")
+app.add_typer(server_app, name="server")
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="DPFLOW_CONFIG",
+                                         help="data-centre file (YAML)")]
+DEFAULT_CONFIG = Path("dpflow.yaml")
+
+
+def guard(fn: Callable[[], T]) -> T:
+    """Turn dpflow's errors into one line and an exit code."""
+    try:
+        return fn()
+    except UserError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except DpflowError as exc:
+        err.print(f"[bold red]failed:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def prepare(config: Path, *, touch_vcenter: bool = True) -> str:
+    """Validate the config and the vCenters, start/find the Prefect server; returns config."""
+    from dpflow import prefect_server
+
+    def go() -> str:
+        from dpflow.environment import environment
+
+        env = environment(config)
+        if touch_vcenter:
+            for vc in env.dc.vcenters:
+                env.hypervisor(vc.name).check()
+        prefect_server.ensure_server()
+        return str(config.resolve())
+    return guard(go)
+
+
+class RichProgress:
+    """dpflow.progress listener drawing one bar per disk copy."""
+
+    def __init__(self) -> None:
+        self.progress = Progress("[progress.description]{task.description}", BarColumn(),
+                                 DownloadColumn(), TransferSpeedColumn(), console=err,
+                                 transient=True)
+        self.ids: dict[str, Any] = {}
+
+    def start(self, key: str, label: str, total: int) -> None:
+        self.ids[key] = self.progress.add_task(label, total=total)
+
+    def advance(self, key: str, amount: int) -> None:
+        if key in self.ids:
+            self.progress.advance(self.ids[key], amount)
+
+    def finish(self, key: str) -> None:
+        if key in self.ids:
+            self.progress.remove_task(self.ids.pop(key))
+
+
+def with_progress(fn: Callable[[], T]) -> T:
+    from dpflow import progress
+
+    bars = RichProgress()
+    progress.subscribe(bars)
+    try:
+        with bars.progress:
+            return fn()
+    finally:
+        progress.unsubscribe(bars)
+
+
+def mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
