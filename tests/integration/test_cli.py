@@ -24,7 +24,7 @@ def _api_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def run(*args: str) -> tuple[int, str]:
     """The CLI as a user runs it: its own process, its own stdout and stderr."""
-    p = subprocess.run([sys.executable, "-m", "dpflow", *args], capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "dpflow_cli", *args], capture_output=True,
                        text=True, env=dict(os.environ, COLUMNS="200"), timeout=300)
     return p.returncode, p.stdout + p.stderr
 
