@@ -24,7 +24,9 @@ import threading
 from pathlib import Path
 
 from simulators.eva.disks import BLOCK, Disk
+from simulators.eva.drgroup import DrGroup
 from simulators.eva.jobs import Clock, Faults, Job, WallClock
+from simulators.eva.link import Link
 from simulators.eva.objects import (
     FAILED,
     IN_USE,
@@ -36,11 +38,13 @@ from simulators.eva.objects import (
     ReplicaSet,
     VDisk,
 )
+from simulators.eva.remote import ContinuousAccess
+from simulators.eva.remote_ops import DrOperations
 from simulators.eva.replication import BusinessCopy
 from simulators.eva.store import load_state, save_state
 
 
-class EvaArray(BusinessCopy):
+class EvaArray(BusinessCopy, ContinuousAccess, DrOperations):
     """One simulated array rooted at a directory (see module docstring)."""
 
     def __init__(self, root: Path | str, clock: Clock | None = None,
@@ -62,6 +66,8 @@ class EvaArray(BusinessCopy):
         self.seq = 0
         self.job_seconds = 0.0  # how long a job reports Running
         self.job_mode = False  # answer 4096 + ConcreteJob instead of 0
+        self.dr_groups: dict[str, DrGroup] = {}  # Continuous Access (remote.py)
+        self.links: dict[str, Link] = {}  # peer array name -> inter-site link (not saved)
         if (self.root / "state.json").exists():
             load_state(self)
 
@@ -100,7 +106,7 @@ class EvaArray(BusinessCopy):
 
     def close(self) -> None:
         with self.lock:
-            self.save()
+            save_state(self, clean=True)
             for vd in self.vdisks.values():
                 vd.disk.close()
 
@@ -156,6 +162,9 @@ class EvaArray(BusinessCopy):
                 raise Refusal(IN_USE, f"virtual disk '{name}' has replicas and cannot be deleted")
             if any(name in m for m in self.groups.values()):
                 raise Refusal(IN_USE, f"virtual disk '{name}' is a member of a group")
+            if (g := self.ca_group_of(name)) is not None:
+                raise Refusal(IN_USE, f"virtual disk '{name}' is a member of DR group "
+                                      f"'{g.name}'")
             self._drop_vdisk(vd)
             self.save()
 
@@ -176,6 +185,7 @@ class EvaArray(BusinessCopy):
             vd = self.vdisk(name)
             if offset < 0 or offset + len(data) > vd.size:
                 raise Refusal(INVALID, f"write beyond the end of '{name}'")
+            self.ca_check_writable(name)
             pos = 0
             while pos < len(data):
                 b, inner = divmod(offset + pos, BLOCK)
@@ -207,7 +217,9 @@ class EvaArray(BusinessCopy):
                                       "ran out of space) and holds no valid data")
 
     def write_block(self, vd: VDisk, b: int, data: bytes) -> None:
-        """Every write to a block goes here: copy-on-write, mirroring, delta tracking."""
+        """Every write to a block goes here: CA replication, copy-on-write, mirroring,
+        delta tracking."""
+        self.ca_replicate(vd.name, b, data)
         for p in [p for p in self.pairs.values() if p.source == vd.name]:
             if p.state == "broken":
                 continue

@@ -12,6 +12,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from simulators.eva.disks import Disk
+from simulators.eva.drgroup import DrGroup, load_log, save_logs
 from simulators.eva.jobs import Job
 from simulators.eva.objects import Pair, Pool, ReplicaSet, VDisk
 
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
 VERSION = 1
 
 
-def save_state(a: EvaArray) -> None:
+def save_state(a: EvaArray, clean: bool = False) -> None:
+    """`clean`: the process stops here; a state not saved clean means writes after it
+    may be missing from the CA logs (they are then rebuilt by a full copy)."""
     state: dict[str, Any] = {
         "version": VERSION, "name": a.name, "seq": a.seq, "job_seconds": a.job_seconds,
         "job_mode": a.job_mode,
@@ -36,7 +39,10 @@ def save_state(a: EvaArray) -> None:
         "pairs": [dict(p.__dict__, changed=sorted(p.changed)) for p in a.pairs.values()],
         "jobs": [j.to_json() for j in a.jobs.values()],
         "faults": a.faults.to_json(),
+        "dr_groups": [g.to_json() for g in a.dr_groups.values()],
+        "clean": clean,
     }
+    save_logs(a.root, a.dr_groups)
     path = a.root / "state.json"
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as f:
@@ -81,3 +87,10 @@ def load_state(a: EvaArray) -> None:
     a.jobs = {j["id"]: Job(**dict(j, affected=[tuple(x) for x in j["affected"]]))
               for j in state["jobs"]}
     a.faults.load_json(state.get("faults", {}))
+    a.dr_groups = {}
+    for d in state.get("dr_groups", []):
+        g = DrGroup.from_json(d)
+        g.log = load_log(a.root, g.name)
+        if g.role == "source" and not state.get("clean", True):
+            a._overflow(g)  # writes after the last save are not in the log: copy all
+        a.dr_groups[g.name] = g
