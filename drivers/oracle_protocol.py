@@ -14,7 +14,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from dpflow.errors import PermanentError, TransientError, UserError
+from drivers.errors import PermanentError, TransientError, UserError
 
 
 class OraMixin:
