@@ -321,12 +321,24 @@ class Vcsim:
         return local.with_name(local.name.removesuffix(".vmdk") + "-flat.vmdk")
 
     def current_disk_path(self, vm_name: str, index: int) -> Path:
-        """The -flat file the guest writes to now: after a snapshot, the delta's."""
+        """The -flat file the guest writes to now: after a snapshot, the delta's (a
+        copy-on-write file: only what the guest wrote since; holes read through to the
+        parent — use read_current_disk for the whole live disk)."""
         return self.flat_path(self._disks(vm_name)[index].backing.fileName)
 
+    def _current_and_parent(self, vm_name: str, index: int) -> tuple[Path, Path | None]:
+        backing = self._disks(vm_name)[index].backing
+        parent = backing.parent
+        return self.flat_path(backing.fileName), (
+            self.flat_path(parent.fileName) if parent is not None else None)
+
     def read_current_disk(self, vm_name: str, index: int) -> Path:
-        """Same as current_disk_path: what a reader of the live disk would see."""
-        return self.current_disk_path(vm_name, index)
+        """The live disk as one plain file (a copy-on-write delta is filled from its
+        parent first, as the simulator does before debugfs or a clone reads it)."""
+        current, parent = self._current_and_parent(vm_name, index)
+        if parent is not None:
+            _fill_holes(current, parent)
+        return current
 
     def snapshot_disk_path(self, vm_name: str, snapshot_name: str, index: int) -> Path:
         """The -flat file frozen by snapshot ``snapshot_name`` (as its config shows)."""
@@ -339,7 +351,7 @@ class Vcsim:
     def seed_disk(self, vm_name: str, index: int, src: Path | bytes) -> None:
         """Replace the disk's content with ``src`` (bytes or a file, copied sparse:
         holes stay holes); the rest of the disk reads as zeros."""
-        dst = self.current_disk_path(vm_name, index)
+        dst, parent = self._current_and_parent(vm_name, index)
         size = dst.stat().st_size
         with open(dst, "r+b") as out:
             out.truncate(0)
@@ -348,20 +360,35 @@ class Vcsim:
                 if len(src) > size:
                     raise ValueError(f"{len(src)} bytes do not fit a {size}-byte disk")
                 out.write(src)
-                return
-            with open(src, "rb") as inp:
-                length = os.fstat(inp.fileno()).st_size
-                if length > size:
-                    raise ValueError(f"{src} ({length} bytes) does not fit a {size}-byte disk")
-                _copy_data_extents(inp.fileno(), out.fileno(), length)
+            else:
+                with open(src, "rb") as inp:
+                    length = os.fstat(inp.fileno()).st_size
+                    if length > size:
+                        raise ValueError(
+                            f"{src} ({length} bytes) does not fit a {size}-byte disk")
+                    _copy_data_extents(inp.fileno(), out.fileno(), length)
+        if parent is not None:  # a delta: the parent's data must not read through
+            _fill_holes(dst, parent, zeros=True)
 
     def guest_write(self, vm_name: str, index: int, offset: int, data: bytes) -> None:
-        """Write as the guest would: into the current (delta, if any) disk file."""
-        dst = self.current_disk_path(vm_name, index)
-        if offset + len(data) > dst.stat().st_size:
+        """Write as the guest would: into the current disk file. After a snapshot that
+        is the copy-on-write delta: the parent's part of the first and last file-system
+        block the write touches is copied in first, so every allocated block of the
+        delta is whole and its holes still read through to the parent."""
+        dst, parent = self._current_and_parent(vm_name, index)
+        size = dst.stat().st_size
+        end = offset + len(data)
+        if end > size:
             raise ValueError("write beyond the end of the disk")
-        fd = os.open(dst, os.O_WRONLY)
+        fd = os.open(dst, os.O_RDWR)
         try:
+            if parent is not None and data:
+                blk = os.fstat(fd).st_blksize
+                edges = {offset - offset % blk, (end - 1) - (end - 1) % blk}
+                with open(parent, "rb") as p:
+                    for b in edges:
+                        if not _allocated(fd, b):
+                            os.pwrite(fd, os.pread(p.fileno(), min(blk, size - b), b), b)
             os.pwrite(fd, data, offset)
         finally:
             os.close(fd)
@@ -517,3 +544,52 @@ def _copy_data_extents(src: int, dst: int, length: int) -> None:
                 break
             pos += n
         off = hole
+
+
+def _allocated(fd: int, offset: int) -> bool:
+    """Whether the file-system block at offset holds data (not a hole)."""
+    try:
+        return os.lseek(fd, offset, os.SEEK_DATA) == offset
+    except OSError:  # ENXIO: only a hole remains
+        return False
+
+
+def _extents(fd: int, length: int) -> list[tuple[int, int]]:
+    """The [start, end) data extents of fd below length."""
+    out, off = [], 0
+    while off < length:
+        try:
+            data = os.lseek(fd, off, os.SEEK_DATA)
+        except OSError:
+            break
+        if data >= length:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), length)
+        out.append((data, hole))
+        off = hole
+    return out
+
+
+def _fill_holes(dst: Path, src: Path, zeros: bool = False) -> None:
+    """Write into dst every part of src's data extents that is a hole in dst: src's
+    bytes (a delta made whole), or zeros (the parent's data hidden)."""
+    with open(dst, "r+b") as out, open(src, "rb") as inp:
+        size = os.fstat(out.fileno()).st_size
+        have = _extents(out.fileno(), size)
+        for start, stop in _extents(inp.fileno(), size):
+            pos = start
+            for h0, h1 in have:
+                if h1 <= pos or h0 >= stop:
+                    continue
+                if h0 > pos:
+                    _copy_or_zero(inp.fileno(), out.fileno(), pos, h0 - pos, zeros)
+                pos = max(pos, h1)
+            if pos < stop:
+                _copy_or_zero(inp.fileno(), out.fileno(), pos, stop - pos, zeros)
+
+
+def _copy_or_zero(src: int, dst: int, off: int, length: int, zeros: bool) -> None:
+    step = 4 << 20
+    for pos in range(off, off + length, step):
+        n = min(step, off + length - pos)
+        os.pwrite(dst, bytes(n) if zeros else os.pread(src, n, pos), pos)

@@ -115,6 +115,9 @@ func newEpoch() string {
 func hashDisk(file string, capacity int64) ([]byte, error) {
 	nblocks := (capacity + cbtBlock - 1) / cbtBlock
 	out := make([]byte, nblocks*cbtHashSize)
+	if err := materialize(file); err != nil { // a sparse delta: whole first
+		return nil, err
+	}
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, err

@@ -5,12 +5,25 @@ package main
 // Every disk "[DS] dir/name.vmdk" keeps its bytes in "dir/name-flat.vmdk" (monolithic
 // flat, as on ESX), a sparse file of the disk's capacity. CreateSnapshot freezes the
 // current file: the snapshot's config keeps pointing at it, and the VM's backing moves
-// to a new delta "dir/<stem>-00000N.vmdk" whose -flat starts as a sparse copy of the
-// frozen one (a monolithic copy, not a real redo log: simple and point-in-time).
-// Removing snapshot S consolidates: S's delta (the file that was current after S)
-// is renamed over S's frozen file, and every reference to the delta is replaced by
-// the frozen name. Linear chains are exact; after reverting to an older snapshot
-// (a branch) consolidation is best effort.
+// to a new delta "dir/<stem>-00000N.vmdk". The delta is copy-on-write: its -flat
+// starts as an empty sparse file of the disk's capacity and holds only the blocks the
+// guest writes afterwards (a write first copies the parent's part of the file system
+// blocks it touches, so an allocated block of the delta is whole); a hole in the delta
+// reads through to its parent. So a snapshot costs nothing whatever the disk's size,
+// and a frozen file is never written while its snapshot lives.
+//
+// Invariant: only the VM's current delta is sparse; a file frozen by a snapshot is
+// always whole (a sparse delta is materialized — its holes filled from its parent —
+// before a later snapshot freezes it), so readers of a snapshot (HTTPS GET, or the
+// datastore's directory) read one plain file. Consumers that need the live disk as one
+// plain file (debugfs guest operations, CBT hashing of the live disk, a clone)
+// materialize it first; the Python side (simulators/vcsim.py) does the block copy for
+// its guest writes and materializes for readers of the live disk.
+//
+// Removing snapshot S consolidates: a sparse delta's data extents are written into S's
+// frozen file (cost: what the guest wrote), a whole delta is renamed over it; every
+// reference to the delta is replaced by the frozen name. Linear chains are exact;
+// after reverting to an older snapshot (a branch) consolidation is best effort.
 
 import (
 	"errors"
@@ -259,8 +272,9 @@ func nextDelta(current string) (string, string, error) {
 	return "", "", fmt.Errorf("no free delta name for %s", current)
 }
 
-// newDelta creates a delta of parent (a datastore path) and returns its datastore path.
-func newDelta(parent string, size int64) (string, error) {
+// newDelta creates an empty copy-on-write delta of parent (a datastore path) for vm
+// and returns its datastore path.
+func newDelta(vm types.ManagedObjectReference, parent string, size int64) (string, error) {
 	name, local, err := nextDelta(parent)
 	if err != nil {
 		return "", err
@@ -269,7 +283,7 @@ func newDelta(parent string, size int64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := copySparse(flatName(plocal), flatName(local)); err != nil {
+	if err := emptyDelta(vm, flatName(local), flatName(plocal), size); err != nil {
 		return "", err
 	}
 	if err := writeDescriptor(local, size/512, parent); err != nil {
@@ -300,7 +314,12 @@ func afterCreateSnapshot(vmRef, snapRef types.ManagedObjectReference) types.Base
 		if disk == nil {
 			continue
 		}
-		delta, err := newDelta(b.FileName, capacity(disk))
+		if fl, err := localPath(b.FileName); err != nil {
+			return fileFault(b.FileName, err)
+		} else if err := materialize(flatName(fl)); err != nil {
+			return fileFault(b.FileName, err) // the file to freeze must be whole
+		}
+		delta, err := newDelta(vmRef, b.FileName, capacity(disk))
 		if err != nil {
 			return fileFault(b.FileName, err)
 		}
@@ -402,7 +421,7 @@ func consolidate(vm *simulator.VirtualMachine, removed []*snapInfo) types.BaseMe
 			if _, err := os.Stat(flatName(dl)); err != nil {
 				continue // already gone (e.g. disk removed)
 			}
-			if err := os.Rename(flatName(dl), flatName(fl)); err != nil {
+			if err := foldDelta(flatName(dl), flatName(fl)); err != nil {
 				return fileFault(delta, err)
 			}
 			_ = os.Remove(dl)
@@ -550,7 +569,7 @@ func revertTo(vm *simulator.VirtualMachine, ref types.ManagedObjectReference) ty
 		cur := current[disk.Key]
 		target := cur
 		if cur == "" || frozenAnywhere[cur] {
-			name, err := newDelta(frozen, capacity(disk))
+			name, err := newDelta(vm.Self, frozen, capacity(disk))
 			if err != nil {
 				return fileFault(frozen, err)
 			}
@@ -561,7 +580,7 @@ func revertTo(vm *simulator.VirtualMachine, ref types.ManagedObjectReference) ty
 			if err1 != nil || err2 != nil {
 				return fileFault(cur, fmt.Errorf("bad path"))
 			}
-			if err := copySparse(flatName(fl), flatName(cl)); err != nil {
+			if err := emptyDelta(vm.Self, flatName(cl), flatName(fl), capacity(disk)); err != nil {
 				return fileFault(cur, err)
 			}
 		}
@@ -575,6 +594,7 @@ func revertTo(vm *simulator.VirtualMachine, ref types.ManagedObjectReference) ty
 }
 
 func forgetVM(vm types.ManagedObjectReference) {
+	forgetDeltas(vm)
 	snaps.Lock()
 	defer snaps.Unlock()
 	for ref, info := range snaps.m {
@@ -616,6 +636,9 @@ func cloneVM(vmRef types.ManagedObjectReference, t *simulator.Task, run runFunc)
 		dl, err2 := localPath(dst[i])
 		if err1 != nil || err2 != nil {
 			return res, fileFault(dst[i], fmt.Errorf("bad path"))
+		}
+		if err := materialize(flatName(sl)); err != nil {
+			return res, fileFault(src[i], err)
 		}
 		if err := copySparse(flatName(sl), flatName(dl)); err != nil {
 			return res, fileFault(dst[i], err)

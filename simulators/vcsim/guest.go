@@ -340,6 +340,10 @@ func withGuestFS(vm *simulator.VirtualMachine, fn func(fs *extFS) *soap.Fault) *
 					return
 				}
 				flat = flatName(local)
+				if err := materialize(flat); err != nil { // debugfs needs the whole disk
+					fault = systemError(err)
+					return
+				}
 				break
 			}
 		}

@@ -284,3 +284,35 @@ def test_clone_copies_content_and_keeps_source(sim: Vcsim) -> None:
     # stock vcsim blanked the source's disk file names here
     assert sim.current_disk_path("clone-src", 0).name == "clone-src-000001-flat.vmdk"
     assert sim.current_disk_path("clone-dst", 0).read_bytes()[:12] == b"source bytes"
+
+
+def test_snapshot_delta_holds_only_what_the_guest_writes(sim: Vcsim) -> None:
+    """Copy-on-write: the delta starts empty and grows by the blocks written; its holes
+    read through to the frozen file; removing the snapshot folds it into the base."""
+    sim.create_vm("cow", [8 * MiB])
+    base = os.urandom(8 * MiB)
+    sim.seed_disk("cow", 0, base)
+    sim.create_snapshot("cow", "s")
+    delta = sim.current_disk_path("cow", 0)
+    assert delta.stat().st_size == 8 * MiB and delta.stat().st_blocks == 0
+    sim.guest_write("cow", 0, 4096 + 100, b"guest")  # inside one 4 KiB block
+    assert delta.stat().st_blocks * 512 == 4096
+    assert sim.snapshot_disk_path("cow", "s", 0).read_bytes() == base
+    live = base[:4196] + b"guest" + base[4201:]
+    assert sim.read_current_disk("cow", 0).read_bytes() == live
+    sim.remove_snapshot("cow", "s")
+    assert sim.current_disk_path("cow", 0).name == "cow-flat.vmdk"
+    assert sim.current_disk_path("cow", 0).read_bytes() == live
+    assert not delta.exists()
+
+
+def test_delta_write_across_two_blocks_folds_into_base(sim: Vcsim) -> None:
+    sim.create_vm("fold", [4 * MiB])
+    base = os.urandom(4 * MiB)
+    sim.seed_disk("fold", 0, base)
+    sim.create_snapshot("fold", "s")
+    sim.guest_write("fold", 0, MiB - 10, b"x" * 20)  # across a block boundary
+    assert sim.current_disk_path("fold", 0).stat().st_blocks * 512 == 8192
+    sim.remove_snapshot("fold", "s")
+    assert sim.current_disk_path("fold", 0).read_bytes() == (
+        base[:MiB - 10] + b"x" * 20 + base[MiB + 10:])
