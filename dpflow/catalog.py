@@ -352,6 +352,15 @@ class Catalog(ReplicaCatalog, FileCatalog):
                 _ = r.object, r.disks
             return rows
 
+    def versions_in_store(self, store: str) -> list[VersionRow]:
+        """Every version the catalog keeps in one store (image and file-level), oldest first."""
+        with self.session() as db:
+            q = select(VersionRow).where(VersionRow.store == store)
+            rows = list(db.scalars(q.order_by(VersionRow.created, VersionRow.id)))
+            for r in rows:
+                _ = r.object, r.disks
+            return rows
+
     def version(self, version_id: str) -> VersionRow:
         with self.session() as db:
             row = db.get(VersionRow, version_id)

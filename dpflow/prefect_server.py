@@ -78,6 +78,9 @@ def ensure_server() -> str:
         if proc.poll() is not None:
             break
         time.sleep(0.3)
+    if proc.poll() is None:  # not healthy in time: stop it rather than leave it running
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
     raise UserError(f"the local Prefect server did not start; see {home() / 'prefect-server.log'}")
 
 

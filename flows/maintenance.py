@@ -5,19 +5,28 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from dpflow.retention import KeepPolicy
-from dpflow.store.maintenance import PruneReport, VerifyReport
+from dpflow.store.maintenance import PruneReport, StoreDamaged, VerifyReport
 from tasks.maintenance import forget, plan_forget, prune_store, verify_store
 
 
 @flow(name="verify-store")
 def verify_media(config: str, store: str | None = None, read_percent: float = 0.0
                  ) -> VerifyReport:
-    """Every version's chunks exist (and, for read_percent of them, decrypt and hash right)."""
+    """Every catalogued version has its manifest and its chunks (and, for read_percent of
+    them, they decrypt and hash right). A version that cannot be restored fails the run."""
     report = verify_store(config, store, read_percent)
+    log = get_run_logger()
+    for vid in report.uncatalogued:
+        log.warning("manifest %s is in the store but no catalog row names it (a backup "
+                    "stopped between the two); prune keeps its chunks", vid)
     if not report.ok:
-        get_run_logger().error("store damaged: %d chunk(s) break %d version(s)",
-                               len(report.damaged),
-                               len({v for vs in report.damaged.values() for v in vs}))
+        for vid, why in report.unrestorable.items():
+            log.error("version %s cannot be restored: %s", vid, why)
+        exc = StoreDamaged(f"store damaged: {len(report.unrestorable)} of {report.versions} "
+                           f"version(s) cannot be restored, {len(report.damaged)} chunk(s) "
+                           f"damaged or missing")
+        exc.report = report
+        raise exc
     return report
 
 

@@ -11,6 +11,7 @@ from dpflow.catalog import FileRow, VersionRow
 from dpflow.environment import environment
 from dpflow.retention import Candidate, KeepPolicy, decide
 from dpflow.store.maintenance import (
+    Catalogued,
     PruneReport,
     VerifyReport,
     prune,
@@ -47,9 +48,15 @@ def unregister(config: str, store: str | None, session_id: str) -> None:
 
 @step(name="verify store", retries=0)
 def verify_store(config: str, store: str | None, read_percent: float) -> VerifyReport:
+    """Catalog ↔ manifests ↔ chunks for every version the catalog keeps in this store."""
     env = environment(config)
-    return verify(env.store(store), read_percent=read_percent,
-                  extra=list(_file_refs(config, env.dc.store(store).name)))
+    name = env.dc.store(store).name
+    catalogued = [Catalogued(v.id, v.object.name,
+                             {d.key: d.chunks_stored for d in v.disks}
+                             if v.object.kind == "vm" else None)
+                  for v in env.catalog().versions_in_store(name)]
+    return verify(env.store(store), catalogued, read_percent=read_percent,
+                  extra=list(_file_refs(config, name)))
 
 
 @step(name="decide retention", retries=0)

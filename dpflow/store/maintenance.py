@@ -18,8 +18,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from dpflow.errors import PermanentError
 from dpflow.store.chunks import ChunkStore, CorruptChunk
-from dpflow.store.manifest import manifest_ids, read_manifest
+from dpflow.store.manifest import VersionManifest, manifest_ids, read_manifest
 from dpflow.store.packs import pack_path
 
 STALE_AFTER_S = 24 * 3600
@@ -70,17 +71,34 @@ def live_backups(store: ChunkStore) -> list[dict]:
     return out
 
 
+class StoreDamaged(PermanentError):
+    """Verify found versions that cannot be restored; `report` says which and why."""
+
+    report: VerifyReport
+
+
+@dataclass(frozen=True)
+class Catalogued:
+    """A version the catalog lists in this store, as the catalog describes it."""
+
+    version_id: str
+    object_name: str
+    disks: dict[int, int] | None = None  # image versions: disk key → chunks stored
+
+
 @dataclass
 class VerifyReport:
-    versions: int = 0
+    versions: int = 0  # catalogued versions checked, with or without chunks
     chunks_checked: int = 0
     chunks_read: int = 0
     damaged: dict[str, list[str]] = field(default_factory=dict)  # chunk → versions it breaks
     errors: dict[str, str] = field(default_factory=dict)  # chunk → why
+    unrestorable: dict[str, str] = field(default_factory=dict)  # catalogued version → why
+    uncatalogued: list[str] = field(default_factory=list)  # manifests no catalog row names
 
     @property
     def ok(self) -> bool:
-        return not self.damaged
+        return not self.damaged and not self.unrestorable
 
 
 def referenced_chunks(store: ChunkStore, extra: Iterable[tuple[str, str]] = ()
@@ -88,25 +106,67 @@ def referenced_chunks(store: ChunkStore, extra: Iterable[tuple[str, str]] = ()
     """chunk id → versions that use it: image manifests plus `extra` (version, chunk) pairs."""
     refs: dict[str, list[str]] = {}
     for vid in manifest_ids(store):
-        for disk in read_manifest(store, vid).disks:
-            for cid in disk.chunks:
-                if cid is not None:
-                    versions = refs.setdefault(cid, [])
-                    if not versions or versions[-1] != vid:
-                        versions.append(vid)
+        _add_manifest_refs(refs, vid, read_manifest(store, vid))
+    _add_extra_refs(refs, extra)
+    return refs
+
+
+def _add_manifest_refs(refs: dict[str, list[str]], vid: str, manifest: VersionManifest) -> None:
+    for disk in manifest.disks:
+        for cid in disk.chunks:
+            if cid is not None:
+                versions = refs.setdefault(cid, [])
+                if not versions or versions[-1] != vid:
+                    versions.append(vid)
+
+
+def _add_extra_refs(refs: dict[str, list[str]], extra: Iterable[tuple[str, str]]) -> None:
     for vid, cid in extra:
         versions = refs.setdefault(cid, [])
         if vid not in versions:
             versions.append(vid)
+
+
+def _check_manifests(store: ChunkStore, catalogued: list[Catalogued],
+                     report: VerifyReport) -> dict[str, list[str]]:
+    """Catalog ↔ manifests: each catalogued version has a readable manifest that agrees
+    with its catalog row. Returns the chunk references of every readable manifest."""
+    refs: dict[str, list[str]] = {}
+    on_disk = set(manifest_ids(store))
+    named = {c.version_id for c in catalogued}
+    for c in catalogued:
+        if c.version_id not in on_disk:
+            report.unrestorable[c.version_id] = "its manifest is missing from the store"
+            continue
+        try:
+            manifest = read_manifest(store, c.version_id)
+        except (CorruptChunk, ValueError) as exc:
+            report.unrestorable[c.version_id] = f"its manifest is unreadable: {exc}"
+            continue
+        if c.disks is not None:
+            have = {d.key: d.stored_chunks for d in manifest.disks}
+            if have != c.disks:
+                report.unrestorable[c.version_id] = (
+                    f"its manifest lists disks {have} (key: chunks), the catalog {c.disks}")
+        _add_manifest_refs(refs, c.version_id, manifest)
+    report.uncatalogued = sorted(on_disk - named)
+    for vid in report.uncatalogued:  # not restorable through the catalog, but still stored
+        try:
+            _add_manifest_refs(refs, vid, read_manifest(store, vid))
+        except (CorruptChunk, ValueError):
+            pass
     return refs
 
 
-def verify(store: ChunkStore, *, read_percent: float = 0.0, seed: int | None = None,
-           extra: Iterable[tuple[str, str]] = ()) -> VerifyReport:
-    """Every referenced chunk exists in a whole pack; `read_percent` of them are also read,
-    decrypted and re-hashed."""
-    refs = referenced_chunks(store, extra)
-    report = VerifyReport(versions=len({v for vs in refs.values() for v in vs}))
+def verify(store: ChunkStore, catalogued: list[Catalogued], *, read_percent: float = 0.0,
+           seed: int | None = None, extra: Iterable[tuple[str, str]] = ()) -> VerifyReport:
+    """Cross-check catalog ↔ manifests ↔ chunks: every catalogued version has its manifest,
+    every chunk a manifest or the catalog (`extra`) names exists in a whole pack, and
+    `read_percent` of them are also read, decrypted and re-hashed. A version that cannot
+    be restored is named in `unrestorable`, with the first reason found."""
+    report = VerifyReport(versions=len(catalogued))
+    refs = _check_manifests(store, catalogued, report)
+    _add_extra_refs(refs, extra)
     rng = random.Random(seed)
     sizes: dict[str, int] = {}
     for cid, versions in refs.items():
@@ -133,6 +193,10 @@ def verify(store: ChunkStore, *, read_percent: float = 0.0, seed: int | None = N
         if why:
             report.damaged[cid] = versions
             report.errors[cid] = why
+            for vid in versions:
+                if vid not in report.uncatalogued:
+                    report.unrestorable.setdefault(
+                        vid, why if why.startswith("chunk") else f"chunk {cid}: {why}")
     return report
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from dpflow.environment import environment
 from dpflow.retention import KeepPolicy
-from dpflow.store.maintenance import register_backup, unregister_backup
+from dpflow.store.maintenance import StoreDamaged, register_backup, unregister_backup
+from dpflow.store.manifest import delete_manifest
 from dpflow.store.packs import pack_path
 from simulators.guest_disks import MiB
 from tests.integration.test_vm_image import disk_bytes, new_vm
@@ -93,11 +94,35 @@ def test_verify_names_damaged_chunks_and_the_versions_they_break(vcsim, dc_confi
         f.seek(off + length // 2)
         f.write(b"\x00\x01\x02\x03")
     assert verify_media(cfg).ok  # metadata only: the chunk is there
-    report = verify_media(cfg, read_percent=100)
-    assert not report.ok and cid in report.damaged
+    with pytest.raises(StoreDamaged) as info:
+        verify_media(cfg, read_percent=100)
+    report = info.value.report
+    assert cid in report.damaged
     assert set(report.damaged[cid]) == {r1.version_id, r2.version_id}
+    assert set(report.unrestorable) == {r1.version_id, r2.version_id}
     pack_path(store.packs_dir, pack).unlink()
-    assert not verify_media(cfg).ok
+    with pytest.raises(StoreDamaged):
+        verify_media(cfg)
+
+
+def test_verify_fails_by_name_for_a_catalogued_version_whose_manifest_is_gone(
+        vcsim, dc_config, tmp_path):
+    from flows.maintenance import verify_media
+    from flows.vm_image import backup_vm_image
+
+    cfg = str(dc_config)
+    vm, _ = new_vm(vcsim, tmp_path, [2 * MiB])
+    blank = f"vm-blank-{os.getpid()}-{tmp_path.name[-6:]}"
+    vcsim.create_vm(blank, [2 * MiB])  # never written: all zeros, a version with no chunk
+    kept = backup_vm_image(cfg, vm)
+    gone = backup_vm_image(cfg, blank)
+    assert verify_media(cfg).versions == 2  # the version without chunks counts too
+    delete_manifest(environment(cfg).store(), gone.version_id)
+    with pytest.raises(StoreDamaged) as info:
+        verify_media(cfg, read_percent=100)
+    assert info.value.report.unrestorable == {
+        gone.version_id: "its manifest is missing from the store"}
+    assert kept.version_id not in info.value.report.unrestorable
 
 
 def test_restore_touching_a_damaged_chunk_leaves_no_half_written_target(vcsim, dc_config,
