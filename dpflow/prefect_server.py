@@ -18,6 +18,8 @@ from pathlib import Path
 
 from dpflow.errors import UserError
 
+SERVER_LOOP_S = 5  # repossessor interval and longest slot retry of the local server
+
 
 def home() -> Path:
     return Path(os.environ.get("DPFLOW_HOME", ".dpflow")).resolve()
@@ -65,11 +67,15 @@ def ensure_server() -> str:
     state.parent.mkdir(parents=True, exist_ok=True)
     log = open(home() / "prefect-server.log", "ab")  # noqa: SIM115 - owned by the child
     env = dict(os.environ, PREFECT_API_URL=url)
+    # a killed session's lock is free again within dpflow.locks.LEASE_BOUND_S
+    for setting in ("PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS",
+                    "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS"):
+        env.setdefault(setting, str(SERVER_LOOP_S))
     proc = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
          "--port", str(port)], stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
         start_new_session=True)
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # a loaded machine
     while time.monotonic() < deadline:
         if _healthy(url):
             state.write_text(json.dumps({"api_url": url, "pid": proc.pid}))
@@ -80,7 +86,11 @@ def ensure_server() -> str:
         time.sleep(0.3)
     if proc.poll() is None:  # not healthy in time: stop it rather than leave it running
         os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
     raise UserError(f"the local Prefect server did not start; see {home() / 'prefect-server.log'}")
 
 

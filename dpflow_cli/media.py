@@ -18,23 +18,38 @@ def verify(read_data: Annotated[float, typer.Option(
                "--read-data", min=0, max=100,
                help="also read, decrypt and hash this percentage of chunks (100 = all)")] = 0.0,
            store: StoreOpt = None, config: ConfigOpt = DEFAULT_CONFIG) -> None:
-    """Check that every version's chunks exist (and read some or all of them)."""
+    """Check that every catalogued version has its manifest and its chunks (and read some or
+    all of them); exit 1 naming each version that cannot be restored."""
     cfg = prepare(config, touch_vcenter=False)
 
     def go() -> Any:
+        from dpflow.store.maintenance import StoreDamaged
         from flows.maintenance import verify_media
 
-        return verify_media(cfg, store, read_data)
+        try:
+            return verify_media(cfg, store, read_data)
+        except StoreDamaged as exc:
+            return exc.report
     r = guard(go)
     console.print(f"{r.versions} version(s), {r.chunks_checked:,} chunks checked, "
                   f"{r.chunks_read:,} read and hashed")
+    for vid in r.uncatalogued:
+        console.print(f"[yellow]note:[/] manifest {vid} has no catalog row (a backup stopped "
+                      f"between the two); prune keeps its chunks", highlight=False)
     if r.ok:
         console.print("[green]store is sound[/]")
         return
-    table = Table("damaged chunk", "why", "versions it breaks")
-    for cid, versions in r.damaged.items():
-        table.add_row(cid[:16], r.errors[cid], ", ".join(versions))
+    table = Table("version that cannot be restored", "why")
+    for vid, why in r.unrestorable.items():
+        table.add_row(vid, why)
     console.print(table)
+    if r.damaged:
+        table = Table("damaged chunk", "why", "versions it breaks")
+        for cid, versions in r.damaged.items():
+            table.add_row(cid[:16], r.errors[cid], ", ".join(versions))
+        console.print(table)
+    err.print(f"[bold red]failed:[/] store damaged: {len(r.unrestorable)} of {r.versions} "
+              f"version(s) cannot be restored", highlight=False)
     raise typer.Exit(1)
 
 
