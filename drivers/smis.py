@@ -29,6 +29,7 @@ from drivers.protocols import (
     ReplicaState,
     VDiskInfo,
 )
+from drivers.smis_remote import DR_DESCRIPTION, SmisRemoteReplication
 
 RC_WORDS = {1: "Not Supported", 2: "Unknown", 3: "Timeout", 4: "Failed",
             5: "Invalid Parameter", 6: "In Use", 4097: "Invalid logical unit / size",
@@ -120,8 +121,8 @@ def _state(kind: str, copy_state: int, sync_state: int) -> ReplicaState:
     return ReplicaState.SYNCHRONIZED
 
 
-class SmisArray:
-    """The ArrayDriver for an SMI-S provider reached through `conn`."""
+class SmisArray(SmisRemoteReplication):
+    """The ArrayDriver (and RemoteReplication) for an SMI-S provider reached through `conn`."""
 
     def __init__(self, conn: Any, poll_s: float = 0.05,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -270,8 +271,11 @@ class SmisArray:
     def _group_syncs(self) -> dict[str, Any]:
         names = {str(g.path.keybindings["InstanceID"]): g["ElementName"]
                  for g in self._enum("CIM_ReplicationGroup")}
+        # remote (Continuous Access) group pairs are DR groups, not replica sets
         return {names[gs["SyncedElement"]["InstanceID"]]: gs
-                for gs in self._enum("CIM_GroupSynchronized")}
+                for gs in self._enum("CIM_GroupSynchronized")
+                if gs["SyncedElement"]["InstanceID"] in names
+                and gs["Description"] != DR_DESCRIPTION}
 
     def list_replica_sets(self) -> list[ReplicaSet]:
         return [self._read_set(n, gs) for n, gs in self._group_syncs().items()]
@@ -287,7 +291,8 @@ class SmisArray:
         members = [m["Member"]["DeviceID"] for m in self._enum("CIM_OrderedMemberOfCollection")
                    if m["Collection"]["InstanceID"] == group_id]
         names = {v["DeviceID"]: v["ElementName"] for v in self._enum("CIM_StorageVolume")}
-        syncs = {s["SyncedElement"]["DeviceID"]: s for s in self._enum("CIM_StorageSynchronized")}
+        syncs = {s["SyncedElement"]["DeviceID"]: s for s in self._enum("CIM_StorageSynchronized")
+                 if s["Description"] != DR_DESCRIPTION}
         kind = ReplicaKind(gs["Description"]) if gs["Description"] in set(ReplicaKind) else \
             {7: ReplicaKind.SNAPSHOT, 8: ReplicaKind.SNAPCLONE}.get(
                 int(gs["SyncType"]), ReplicaKind.MIRRORCLONE)

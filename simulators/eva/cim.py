@@ -8,6 +8,7 @@ Refusals come back as the SMI-S return code with the array's words in an extra
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ import pywbem
 from pywbem import CIMError, CIMInstanceName, Uint32
 from pywbem_mock import FakedWBEMConnection, MethodProvider
 
+from simulators.eva import cim_remote
 from simulators.eva import cim_view as v
+from simulators.eva.cim_remote import RemoteMethods
 from simulators.eva.model import EvaArray
 from simulators.eva.objects import Missing, Refusal
 
@@ -28,7 +31,7 @@ SERVICES = ["CIM_StorageConfigurationService", "CIM_ControllerConfigurationServi
             "CIM_ReplicationService"]
 
 
-class EvaProvider(MethodProvider):
+class EvaProvider(MethodProvider, RemoteMethods):
     """Extrinsic methods of the three SMI-S services of one array."""
 
     provider_classnames = SERVICES
@@ -177,6 +180,8 @@ class EvaProvider(MethodProvider):
         group = self._tail(a.get("SourceGroup"), "SourceGroup")
         if group not in self.array.groups:
             raise Missing(f"group '{group}' does not exist")
+        if a.get("ConnectivityCollection") is not None:  # remote: a Continuous Access DR group
+            return self.create_dr_group(a, self.array.groups[group])
         if a.get("Consistency") is not None and int(a["Consistency"]) == 2:
             raise Refusal(5, "this array only makes consistent group replicas")
         kind = self._kind(a.get("SyncType"), a.get("Goal"))
@@ -190,12 +195,14 @@ class EvaProvider(MethodProvider):
         return [("set", name)], out
 
     def _ModifyReplicaSynchronization(self, a: dict[str, Any]) -> Any:  # noqa: N802
-        op = OPERATIONS.get(int(a.get("Operation") or 0))
-        if op is None:
-            raise Refusal(1, f"Operation {a.get('Operation')} is not supported")
         sync = a.get("Synchronization")
         if sync is None:
             raise Refusal(5, "Synchronization is required")
+        if (dr := cim_remote.dr_name(sync)) is not None:
+            return self.modify_dr_group(dr, int(a.get("Operation") or 0))
+        op = OPERATIONS.get(int(a.get("Operation") or 0))
+        if op is None:
+            raise Refusal(1, f"Operation {a.get('Operation')} is not supported")
         synced = sync.keybindings["SyncedElement"]
         if sync.classname.lower() == "cim_groupsynchronized":
             target = self._tail(synced, "SyncedElement")
@@ -213,6 +220,7 @@ class EvaConnection(FakedWBEMConnection):
         super().__init__(default_namespace=v.NS)
         self.array = array
         self.compile_mof_file(str(MOF), namespace=v.NS)
+        self.compile_mof_file(str(cim_remote.MOF), namespace=v.NS)
         self.register_provider(EvaProvider(self.cimrepository, array, hang_raises),
                                namespaces=[v.NS])
 
@@ -221,7 +229,7 @@ class EvaConnection(FakedWBEMConnection):
         with self.array.lock:
             for name in list(store.iter_names()):
                 store.delete(name)
-            for inst in v.build(self.array):
+            for inst in itertools.chain(v.build(self.array), cim_remote.build(self.array)):
                 store.create(inst.path, inst)
 
     def _mock_imethodcall(self, methodname, namespace, response_params_rqd=None,  # type: ignore[override]

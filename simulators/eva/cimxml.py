@@ -83,6 +83,8 @@ def _method(conn: EvaConnection, name: str, path: Any, raw: list[Any]) -> Any:
                      for x in val]
             if val and isinstance(val[0], CIMInstanceName):
                 ptype = "reference"
+        elif ptype == "boolean" and isinstance(val, str):  # cimvalue() makes "false" True
+            typed = val.strip().lower() == "true"
         else:
             typed = cimvalue(val, ptype)
         params.append(CIMParameter(pname, ptype, value=typed))

@@ -52,6 +52,7 @@ class DrGroup:
     failsafe_locked: bool = False
     full_copies: int = 0  # log overflows / restarts that forced a full copy
     last_received_at: float | None = None
+    remote_ids: list[str] = field(default_factory=list)  # the peer's vdisk ids (its WWNs)
     log: list[LogEntry] = field(default_factory=list)
     pending: set[tuple[int, int]] = field(default_factory=set)  # (member, block) to copy
     budget: float = 0.0

@@ -26,6 +26,19 @@ class WallClock:
         return time.monotonic()
 
 
+class ShiftedClock:
+    """Real time plus an offset a test can grow (a server process's injectable clock)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.monotonic() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 class ManualClock:
     """Time that moves only when a test says so."""
 

@@ -8,6 +8,7 @@ from simulators.eva.disks import BLOCK, Disk
 
 KINDS = ("snapshot", "vsnap", "snapclone", "mirrorclone")
 FAILED, INVALID, IN_USE = 4, 5, 6
+UNREACHABLE = 3  # SMI-S 'Timeout': the peer array did not answer over the link
 
 
 class Refusal(Exception):

@@ -89,10 +89,10 @@ class EvaServer:
     @classmethod
     def start(cls, root: Path | str, pools: dict[str, int] | None = None,
               hosts: dict[str, list[str]] | None = None, user: str = "admin",
-              password: str | None = None) -> EvaServer:
+              password: str | None = None, name: str = "EVA1") -> EvaServer:
         """Create (or reopen) the array in `root` and serve it; pools/hosts added if new."""
         root = Path(root)
-        array = EvaArray(root / "array")
+        array = EvaArray(root / "array", name=name)
         for name, cap in (pools or {}).items():
             if name not in array.pools:
                 array.add_pool(name, cap)
@@ -119,9 +119,10 @@ class EvaServer:
     def host_port(self, host: str) -> RemoteHostPort:
         return RemoteHostPort(self, host)
 
-    def control(self, **req: Any) -> None:
+    def control(self, **req: Any) -> Any:
         r = self.http.post(f"{self.url}/sim/control", json=req)
         r.raise_for_status()
+        return r.json()
 
     def set_jobs(self, job_mode: bool, job_seconds: float = 0.0) -> None:
         self.control(op="jobs", job_mode=job_mode, job_seconds=job_seconds)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from simulators.eva.drgroup import MODES, DrGroup, LogEntry
 from simulators.eva.link import Link, LinkDown
-from simulators.eva.objects import FAILED, INVALID, Missing, Refusal
+from simulators.eva.objects import FAILED, INVALID, UNREACHABLE, Missing, Refusal
 
 if TYPE_CHECKING:
     from simulators.eva.model import EvaArray
@@ -80,12 +80,15 @@ class ContinuousAccess:
             g.pending = self._all_blocks(g)
             g.consistent = not g.pending
             try:
-                link.send({"op": "create", "group": name, "peer": self.name, "mode": mode,
-                           "failsafe": failsafe, "pool": pool, "home": self.name,
-                           "consistent": g.consistent,
-                           "members": [[v.name, v.size] for v in vds]})
+                ans = link.send({"op": "create", "group": name, "peer": self.name,
+                                 "mode": mode, "failsafe": failsafe, "pool": pool,
+                                 "home": self.name, "consistent": g.consistent,
+                                 "members": [[v.name, v.size, v.id] for v in vds]})
             except LinkDown as e:
-                raise Refusal(FAILED, f"cannot reach array '{peer}': {e}") from None
+                raise Refusal(UNREACHABLE, f"cannot reach array '{peer}': {e}") from None
+            if "refusal" in ans:
+                raise Refusal(int(ans["refusal"][0]), ans["refusal"][1])
+            g.remote_ids = list(ans["ids"])
             self.dr_groups[name] = g
             self.save()
             return g
@@ -104,7 +107,7 @@ class ContinuousAccess:
             try:
                 self._link(g.peer).send({"op": "delete", "group": name})
             except LinkDown as e:
-                raise Refusal(FAILED, f"cannot reach array '{g.peer}': {e}") from None
+                raise Refusal(UNREACHABLE, f"cannot reach array '{g.peer}': {e}") from None
             del self.dr_groups[name]
             self.save()
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from simulators.eva.drgroup import FAILBACK_GUARD_S, DrGroup
 from simulators.eva.link import LinkDown
-from simulators.eva.objects import FAILED, INVALID, Refusal
+from simulators.eva.objects import FAILED, INVALID, UNREACHABLE, Refusal
 from simulators.eva.remote import OPERATIONS
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class DrOperations:
             ans = self._link(g.peer).send(dict(msg, group=g.name))
         except LinkDown as e:
             g.link_up = False
-            raise Refusal(FAILED, f"cannot {doing} DR group '{g.name}': array '{g.peer}' is "
+            raise Refusal(UNREACHABLE, f"cannot {doing} DR group '{g.name}': array '{g.peer}' is "
                                   f"unreachable ({e})") from None
         g.link_up = True
         if "refusal" in ans:
@@ -145,7 +145,7 @@ class DrOperations:
                 self.save()
             return ans
 
-    def _rx_create(self: EvaArray, msg: dict[str, Any], _: bytes) -> None:
+    def _rx_create(self: EvaArray, msg: dict[str, Any], _: bytes) -> dict[str, Any]:
         name = msg["group"]
         if name in self.dr_groups:
             raise Refusal(INVALID, f"a DR group named '{name}' already exists on {self.name}")
@@ -154,7 +154,7 @@ class DrOperations:
             raise Refusal(FAILED, f"array {self.name} has no disk group for the destination")
         made: list[str] = []
         try:
-            for vd_name, size in msg["members"]:
+            for vd_name, size, _id in msg["members"]:
                 self.create_vdisk(vd_name, int(size), pool)
                 made.append(vd_name)
         except Refusal:
@@ -163,7 +163,9 @@ class DrOperations:
             raise
         g = DrGroup(name, "destination", msg["peer"], [[m, m] for m in made], msg["mode"],
                     bool(msg["failsafe"]), home=msg["home"], consistent=bool(msg["consistent"]))
+        g.remote_ids = [m[2] for m in msg["members"]]
         self.dr_groups[name] = g
+        return {"ids": [self.vdisks[m].id for m in made]}
 
     def _rx_delete(self: EvaArray, msg: dict[str, Any], _: bytes) -> None:
         self.dr_groups.pop(msg["group"], None)

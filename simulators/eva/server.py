@@ -26,8 +26,11 @@ from urllib.parse import parse_qs, urlparse
 
 from simulators.eva.cim import EvaConnection
 from simulators.eva.cimxml import handle
+from simulators.eva.jobs import ShiftedClock
+from simulators.eva.link import decode_message
 from simulators.eva.model import EvaArray
 from simulators.eva.objects import Refusal
+from simulators.eva.pump import REMOTE_OPS, Pump, remote_control
 
 
 def control(array: EvaArray, req: dict[str, Any]) -> Any:
@@ -55,6 +58,8 @@ def control(array: EvaArray, req: dict[str, Any]) -> Any:
             array.save()
     elif op == "save":
         array.save()
+    elif op in REMOTE_OPS:
+        return remote_control(array, req)
     else:
         raise ValueError(f"unknown control op {op!r}")
     return {"ok": True}
@@ -101,6 +106,10 @@ class _Handler(BaseHTTPRequestHandler):
                 out = handle(self.server.conn, body)
             self._send(200, out, {"Content-Type": 'application/xml; charset="utf-8"',
                                   "CIMOperation": "MethodResponse"})
+        elif url.path == "/ca/message":  # the inter-site link (Continuous Access)
+            msg, data = decode_message(body)
+            out = json.dumps(self.server.array.ca_receive(msg, data)).encode()
+            self._send(200, out, {"Content-Type": "application/json"})
         elif url.path == "/sim/control":
             try:
                 out = json.dumps(control(self.server.array, json.loads(body))).encode()
@@ -150,7 +159,8 @@ class _Server(ThreadingHTTPServer):
 
 def serve(root: Path, port: int, user: str, password: str, cert: str, key: str) -> None:
     """Run the array until SIGTERM/SIGINT; prints 'LISTENING <port>' when ready."""
-    array = EvaArray(root)
+    array = EvaArray(root, clock=ShiftedClock())
+    pump = Pump(array)
     srv = _Server(("127.0.0.1", port), _Handler)
     srv.array, srv.conn, srv.cim_lock = array, EvaConnection(array, False), threading.Lock()
     srv.user, srv.password = user, password
@@ -164,9 +174,11 @@ def serve(root: Path, port: int, user: str, password: str, cert: str, key: str) 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"LISTENING {srv.server_address[1]}", flush=True)
+    pump.start()
     try:
         srv.serve_forever(poll_interval=0.1)
     finally:
+        pump.stop()
         array.close()
 
 
