@@ -294,6 +294,10 @@ class Catalog(ReplicaCatalog, FileCatalog):
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
+    def close(self) -> None:
+        """Close pooled connections; the catalog stays usable (the pool reopens)."""
+        self.engine.dispose()
+
     def _object(self, db: Session, kind: str, name: str) -> ObjectRow:
         row = db.scalar(select(ObjectRow).where(ObjectRow.kind == kind, ObjectRow.name == name))
         if row is None:

@@ -1,15 +1,19 @@
-"""From a config file to live drivers, once per process.
+"""From a config file to live drivers, resolved once per flow run and released after it.
 
-Flows and tasks receive the config path (a string, so Prefect can hash task inputs) and
-ask this module for the hypervisor, store and catalog it names. Which driver class serves
-a vCenter is decided by configuration through DRIVERS, never imported by a flow.
+A flow receives the config path (a plain string: what the Prefect UI shows and a
+deployment stores), opens its Environment with `open_environment` and hands that one
+object to its tasks. Nested flows and the CLI share the same instance (counted), and
+what it opened (vCenter sessions, array connections, store packs, the catalog) is
+released when the outermost user is done. Which driver class serves an endpoint is
+decided by configuration through DRIVERS, never imported by a flow.
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
-from functools import cache
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dpflow import config as cfg
@@ -30,6 +34,8 @@ class Environment:
         self._hypervisors: dict[str, Hypervisor] = {}
         self._arrays: dict[str, ArrayDriver] = {}
         self._catalog: Catalog | None = None
+        self._stores: dict[str, ChunkStore] = {}
+        self._users = 0
 
     def hypervisor(self, name: str | None = None) -> Hypervisor:
         vc = self.dc.vcenters[0] if name is None else next(
@@ -71,12 +77,26 @@ class Environment:
             return self._catalog
 
     def store(self, name: str | None = None) -> ChunkStore:
+        """The open store of that name (the first by default), one per environment."""
         s = self.dc.store(name)
-        key = parse_key(s.key.resolve()) if s.key else None
-        return ChunkStore(s.path, compression_level=s.compression_level, key=key,
-                          pack_target=s.pack_size_mib << 20).init()
+        with _lock:
+            if s.name not in self._stores:
+                key = parse_key(s.key.resolve()) if s.key else None
+                self._stores[s.name] = ChunkStore(
+                    s.path, compression_level=s.compression_level, key=key,
+                    pack_target=s.pack_size_mib << 20).init()
+            return self._stores[s.name]
 
     def close(self) -> None:
+        """Release what was opened; the next use opens it again (so a closed environment
+        is never a trap, only a cost)."""
+        with _lock:
+            stores, self._stores = list(self._stores.values()), {}
+            catalog = self._catalog
+        for st in stores:
+            st.close()
+        if catalog is not None:
+            catalog.close()
         for h in self._hypervisors.values():
             h.close()
         self._hypervisors.clear()
@@ -85,9 +105,7 @@ class Environment:
         self._arrays.clear()
 
 
-@cache
-def _load(path: str, mtime_ns: int) -> Environment:
-    return Environment(Path(path))
+_loaded: dict[tuple[str, int], Environment] = {}
 
 
 def environment(config_path: str | Path) -> Environment:
@@ -97,4 +115,27 @@ def environment(config_path: str | Path) -> Environment:
         mtime = p.stat().st_mtime_ns
     except OSError as exc:
         raise UserError(f"cannot read config {p}: {exc.strerror}; pass --config FILE") from exc
-    return _load(str(p), mtime)
+    with _lock:
+        env = _loaded.get((str(p), mtime))
+    if env is None:
+        env = Environment(p)  # validates the file: a mistake is one UserError line
+        with _lock:
+            env = _loaded.setdefault((str(p), mtime), env)
+    return env
+
+
+@contextmanager
+def open_environment(config_path: str | Path) -> Iterator[Environment]:
+    """The environment for one flow run (or one CLI command): shared with nested users,
+    released when the outermost one leaves, on every exit path."""
+    env = environment(config_path)
+    with _lock:
+        env._users += 1
+    try:
+        yield env
+    finally:
+        with _lock:
+            env._users -= 1
+            last = env._users == 0
+        if last:
+            env.close()

@@ -46,7 +46,7 @@ def backup_files(
         from dpflow.environment import environment
         from tasks.guestfiles import plan_level
 
-        plan_level(str(config), vm, level, store, full_if_needed)
+        plan_level(environment(config), vm, level, store, full_if_needed)
         environment(config).dc.store(store)
     guard(check)
     cfg = prepare(config)
@@ -76,9 +76,10 @@ def find(
 ) -> None:
     """Files of a VM's file-level version, from the catalog."""
     def go() -> Any:
+        from dpflow.environment import environment
         from tasks.guestfiles import select_catalogued
 
-        return select_catalogued(str(config), vm, [pattern], version)
+        return select_catalogued(environment(config), vm, [pattern], version)
     version_id, rows = guard(go)
     table = Table("volume", "path", "kind", "size", "modified (UTC)", "mode/attr",
                   "owner", title=f"{vm} version {version_id}")
@@ -110,6 +111,7 @@ def restore_files(
 ) -> None:
     """Restore files of a file-level (or image) version to a directory, or into the guest."""
     def check() -> str | None:
+        from dpflow.environment import environment
         from dpflow.errors import UserError
         from dpflow.guestfs import SafeTarget
         from dpflow.guestfs.target import CONFLICTS
@@ -126,8 +128,8 @@ def restore_files(
             if from_image:
                 raise UserError("--into-guest restores from file-level versions only")
             guest_password(guest_user, guest_password_env)
-        vid = (image_version_of(str(config), vm, version) if from_image
-               else select_catalogued(str(config), vm, patterns, version)[0])
+        vid = (image_version_of(environment(config), vm, version) if from_image
+               else select_catalogued(environment(config), vm, patterns, version)[0])
         if to is not None:
             SafeTarget(to).close()
         return vid

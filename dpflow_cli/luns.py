@@ -33,9 +33,11 @@ def replicate(group: Annotated[str, typer.Argument(help="LUN group (the catalogu
                                ] = None,
               config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Take a tracked replica set of LUNs on the array (one point in time), rotating old ones."""
+    from dpflow.environment import environment
     from flows.luns import plan_replicate
 
-    plan = guard(lambda: plan_replicate(str(config), group, luns, kind, keep, policy, array))
+    plan = guard(lambda: plan_replicate(environment(config), group, luns, kind, keep, policy,
+                                        array))
     cfg = prepare(config, touch_vcenter=False)
 
     def go() -> Any:

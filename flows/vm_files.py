@@ -16,6 +16,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
+from dpflow.environment import open_environment
 from dpflow.errors import UserError, first_line
 from dpflow.guestfs.target import CONFLICTS
 from dpflow.locks import exclusive
@@ -73,56 +74,57 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
                     include: list[str] | None = None, exclude: list[str] | None = None,
                     store: str | None = None, full_if_needed: bool = False) -> FileBackupResult:
     """Back up the guest files of one VM from a point-in-time snapshot."""
-    log = get_run_logger()
-    t0 = time.perf_counter()
-    level, base = plan_level(config, vm, level, store, full_if_needed)
-    vcenter, info = find_vm(config, vm)
-    with exclusive("vm", vm):
-        session_id = open_session(config, "backup-files", vm, "vmfiles")
-        result = FileBackupResult(vm=vm, status="failed", session_id=session_id, level=level,
-                                  base_version=base)
-        try:
-            why_not = check_space(config, vcenter, info, store)
-            if why_not:
-                log.warning("skipping %s: %s", vm, why_not)
-                result.status, result.message = "skipped", why_not
-                return result
-            register(config, store, session_id)  # prune waits for us: no chunk vanishes
-            remove_leftover_snapshots(config, vcenter, info)
-            snap = create_snapshot(config, vcenter, info, session_id)
+    with open_environment(config) as env:
+        log = get_run_logger()
+        t0 = time.perf_counter()
+        level, base = plan_level(env, vm, level, store, full_if_needed)
+        vcenter, info = find_vm(env, vm)
+        with exclusive("vm", vm):
+            session_id = open_session(env, "backup-files", vm, "vmfiles")
+            result = FileBackupResult(vm=vm, status="failed", session_id=session_id, level=level,
+                                      base_version=base)
             try:
-                disks = snapshot_disks(config, vcenter, snap)
-                parts = [backup_disk_files(config, vcenter, vm, d, i, base, include, exclude,
-                                           store) for i, d in enumerate(disks)]
-                problems = [p for part in parts for p in part.problems]
-                note = "" if snap.quiesced else "crash-consistent: the guest was not quiesced"
-                if problems:
-                    note = f"{note}; {len(problems)} problem(s): {problems[0]}".lstrip("; ")
-                result.version_id = commit_files_version(config, store, session_id, info,
-                                                         snap.quiesced, level, base, parts,
-                                                         note)
-                result.quiesced = snap.quiesced
-                result.files = sum(len(p.files) for p in parts)
-                result.files_read = sum(p.files_read for p in parts)
-                result.bytes_read = sum(p.bytes_read for p in parts)
-                result.bytes_added = sum(p.bytes_added for p in parts)
-                result.volumes = [v for p in parts for v in p.volumes]
-                result.problems = problems
-                for p in problems:
-                    log.warning("%s: %s", vm, p)
+                why_not = check_space(env, vcenter, info, store)
+                if why_not:
+                    log.warning("skipping %s: %s", vm, why_not)
+                    result.status, result.message = "skipped", why_not
+                    return result
+                register(env, store, session_id)  # prune waits for us: no chunk vanishes
+                remove_leftover_snapshots(env, vcenter, info)
+                snap = create_snapshot(env, vcenter, info, session_id)
+                try:
+                    disks = snapshot_disks(env, vcenter, snap)
+                    parts = [backup_disk_files(env, vcenter, vm, d, i, base, include, exclude,
+                                               store) for i, d in enumerate(disks)]
+                    problems = [p for part in parts for p in part.problems]
+                    note = "" if snap.quiesced else "crash-consistent: the guest was not quiesced"
+                    if problems:
+                        note = f"{note}; {len(problems)} problem(s): {problems[0]}".lstrip("; ")
+                    result.version_id = commit_files_version(env, store, session_id, info,
+                                                             snap.quiesced, level, base, parts,
+                                                             note)
+                    result.quiesced = snap.quiesced
+                    result.files = sum(len(p.files) for p in parts)
+                    result.files_read = sum(p.files_read for p in parts)
+                    result.bytes_read = sum(p.bytes_read for p in parts)
+                    result.bytes_added = sum(p.bytes_added for p in parts)
+                    result.volumes = [v for p in parts for v in p.volumes]
+                    result.problems = problems
+                    for p in problems:
+                        log.warning("%s: %s", vm, p)
+                finally:
+                    result.snapshot_removed = release_snapshot(env, vcenter, snap, vm,
+                                                               result.version_id)
+                result.status = "completed"
+                return result
+            except BaseException as exc:
+                result.message = first_line(exc)
+                raise
             finally:
-                result.snapshot_removed = release_snapshot(config, vcenter, snap, vm,
-                                                           result.version_id)
-            result.status = "completed"
-            return result
-        except BaseException as exc:
-            result.message = first_line(exc)
-            raise
-        finally:
-            unregister(config, store, session_id)
-            result.seconds = time.perf_counter() - t0
-            close_session(config, session_id, result.status, result.message,
-                          result.bytes_read, result.bytes_added)
+                unregister(env, store, session_id)
+                result.seconds = time.perf_counter() - t0
+                close_session(env, session_id, result.status, result.message,
+                              result.bytes_read, result.bytes_added)
 
 
 def _check_restore_input(conflict: str) -> None:
@@ -135,22 +137,23 @@ def _check_restore_input(conflict: str) -> None:
 def restore_vm_files(config: str, vm: str, target: str, patterns: list[str],
                      version: str | None = None, conflict: str = "skip") -> FileRestoreResult:
     """Files and directories of a file-level version to a directory on the proxy."""
-    from dpflow.guestfs import SafeTarget
+    with open_environment(config) as env:
+        from dpflow.guestfs import SafeTarget
 
-    t0 = time.perf_counter()
-    _check_restore_input(conflict)
-    version_id, _ = select_catalogued(config, vm, patterns, version)
-    SafeTarget(target).close()  # not writable: one line, before anything is read
-    session_id = open_session(config, "restore-files", vm, "vmfiles")
-    try:
-        r = restore_catalogued_files(config, vm, version_id, patterns, target, conflict)
-    except BaseException as exc:
-        close_session(config, session_id, "failed", first_line(exc))
-        raise
-    close_session(config, session_id, "completed", f"from version {version_id}", 0,
-                  r.bytes_written)
-    return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
-                             target=target, seconds=time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _check_restore_input(conflict)
+        version_id, _ = select_catalogued(env, vm, patterns, version)
+        SafeTarget(target).close()  # not writable: one line, before anything is read
+        session_id = open_session(env, "restore-files", vm, "vmfiles")
+        try:
+            r = restore_catalogued_files(env, vm, version_id, patterns, target, conflict)
+        except BaseException as exc:
+            close_session(env, session_id, "failed", first_line(exc))
+            raise
+        close_session(env, session_id, "completed", f"from version {version_id}", 0,
+                      r.bytes_written)
+        return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
+                                 target=target, seconds=time.perf_counter() - t0)
 
 
 @flow(name="restore-files-from-image", log_prints=True)
@@ -159,22 +162,23 @@ def restore_files_from_image(config: str, vm: str, target: str, patterns: list[s
                              conflict: str = "skip") -> FileRestoreResult:
     """Single files out of an image version, without restoring the VM: the version's disks
     are read lazily (only the chunks the file systems need) with a small cache."""
-    from dpflow.guestfs import SafeTarget
+    with open_environment(config) as env:
+        from dpflow.guestfs import SafeTarget
 
-    t0 = time.perf_counter()
-    _check_restore_input(conflict)
-    version_id = image_version_of(config, vm, version)
-    SafeTarget(target).close()
-    session_id = open_session(config, "restore-files-image", vm)
-    try:
-        r = restore_image_files(config, vm, version_id, patterns, target, conflict)
-    except BaseException as exc:
-        close_session(config, session_id, "failed", first_line(exc))
-        raise
-    close_session(config, session_id, "completed", f"from image version {version_id}",
-                  r.source_bytes_read, r.bytes_written)
-    return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="image",
-                             target=target, seconds=time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _check_restore_input(conflict)
+        version_id = image_version_of(env, vm, version)
+        SafeTarget(target).close()
+        session_id = open_session(env, "restore-files-image", vm)
+        try:
+            r = restore_image_files(env, vm, version_id, patterns, target, conflict)
+        except BaseException as exc:
+            close_session(env, session_id, "failed", first_line(exc))
+            raise
+        close_session(env, session_id, "completed", f"from image version {version_id}",
+                      r.source_bytes_read, r.bytes_written)
+        return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="image",
+                                 target=target, seconds=time.perf_counter() - t0)
 
 
 @flow(name="restore-vm-files-into-guest", log_prints=True)
@@ -184,20 +188,21 @@ def restore_vm_files_into_guest(config: str, vm: str, guest_dir: str, patterns: 
                                 guest_password_env: str | None = None) -> FileRestoreResult:
     """Files of a file-level version back into the running guest (vSphere guest
     operations: InitiateFileTransferToGuest, then an HTTP PUT), under `guest_dir`."""
-    from tasks.guestfiles import guest_password, restore_into_guest
+    with open_environment(config) as env:
+        from tasks.guestfiles import guest_password, restore_into_guest
 
-    t0 = time.perf_counter()
-    _check_restore_input(conflict)
-    guest_password(guest_user, guest_password_env)  # missing credentials: one line, first
-    version_id, _ = select_catalogued(config, vm, patterns, version)
-    session_id = open_session(config, "restore-files-guest", vm, "vmfiles")
-    try:
-        r = restore_into_guest(config, vm, version_id, patterns, guest_dir, guest_user,
-                               guest_password_env, conflict)
-    except BaseException as exc:
-        close_session(config, session_id, "failed", first_line(exc))
-        raise
-    close_session(config, session_id, "completed", f"from version {version_id} into the guest",
-                  0, r.bytes_written)
-    return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
-                             target=f"guest:{guest_dir}", seconds=time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _check_restore_input(conflict)
+        guest_password(guest_user, guest_password_env)  # missing credentials: one line, first
+        version_id, _ = select_catalogued(env, vm, patterns, version)
+        session_id = open_session(env, "restore-files-guest", vm, "vmfiles")
+        try:
+            r = restore_into_guest(env, vm, version_id, patterns, guest_dir, guest_user,
+                                   guest_password_env, conflict)
+        except BaseException as exc:
+            close_session(env, session_id, "failed", first_line(exc))
+            raise
+        close_session(env, session_id, "completed", f"from version {version_id} into the guest",
+                      0, r.bytes_written)
+        return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
+                                 target=f"guest:{guest_dir}", seconds=time.perf_counter() - t0)

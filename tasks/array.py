@@ -1,4 +1,4 @@
-"""Array steps of the LUN paths (Business Copy). Each resolves its driver from the config.
+"""Array steps of the LUN paths (Business Copy): each asks the flow's Environment for its driver.
 
 Every step that leaves something on the array has its compensation here, called by the
 flow where it can be seen: a replica set made for a session that then fails is deleted
@@ -15,7 +15,7 @@ from prefect import get_run_logger
 from prefect.events import emit_event
 from pydantic import BaseModel
 
-from dpflow.environment import environment
+from dpflow.environment import Environment
 from dpflow.errors import NotFound, PermanentError, TransientError, UserError
 from drivers.protocols import (
     OutOfSpace,
@@ -53,9 +53,9 @@ def replica_name(session_id: str) -> str:
 
 
 @step(name="check LUNs")
-def check_luns(config: str, array: str, luns: list[str]) -> list[VDiskInfo]:
+def check_luns(env: Environment, array: str, luns: list[str]) -> list[VDiskInfo]:
     """Every LUN exists on the array and is a plain vdisk (read only: nothing changes)."""
-    drv = environment(config).array(array)
+    drv = env.array(array)
     known = {v.name: v for v in drv.list_vdisks()}
     missing = [n for n in luns if n not in known]
     if missing:
@@ -70,9 +70,8 @@ def check_luns(config: str, array: str, luns: list[str]) -> list[VDiskInfo]:
 
 
 @step(name="remove leftover replica sets")
-def remove_leftover_replicas(config: str, array: str, luns: list[str]) -> list[str]:
+def remove_leftover_replicas(env: Environment, array: str, luns: list[str]) -> list[str]:
     """dpflow replica sets of these LUNs that no catalogued version owns (a killed session)."""
-    env = environment(config)
     drv = env.array(array)
     owned = {r.name for r in env.catalog().replica_sets(array=array)}
     removed = []
@@ -87,13 +86,12 @@ def remove_leftover_replicas(config: str, array: str, luns: list[str]) -> list[s
 
 
 @step(name="create replica set", retries=2)
-def create_replica_set(config: str, array: str, name: str, luns: list[str],
+def create_replica_set(env: Environment, array: str, name: str, luns: list[str],
                        kind: ReplicaKind, policy: str) -> MadeReplica:
     """One consistency group replica of `luns`; a loose policy falls back when out of space.
 
     Idempotent by name: a retry after a timeout finds the set the array did make.
     """
-    env = environment(config)
     a = env.dc.array(array)
     drv = env.array(array)
     log = get_run_logger()
@@ -128,18 +126,17 @@ def _made(rs: ReplicaSet, requested: ReplicaKind, note: str) -> MadeReplica:
 
 
 @step(name="fracture mirrorclones", retries=2, delay=2.0)
-def fracture(config: str, array: str, name: str) -> None:
+def fracture(env: Environment, array: str, name: str) -> None:
     """A mirrorclone's point in time is its fracture."""
-    env = environment(config)
     drv = env.array(array)
     if any(r.state == ReplicaState.SYNCHRONIZED for r in drv.get_replica_set(name).replicas):
         drv.fracture(name, deadline_s=env.dc.array(array).job_deadline_s)
 
 
 @step(name="wait until replica is usable", retries=0)
-def wait_usable(config: str, array: str, name: str, timeout_s: float | None = None) -> ReplicaSet:
+def wait_usable(env: Environment, array: str, name: str,
+                timeout_s: float | None = None) -> ReplicaSet:
     """Until no member is still copying; a broken member fails the replica set."""
-    env = environment(config)
     drv = env.array(array)
     end = time.monotonic() + (timeout_s or env.dc.array(array).job_deadline_s)
     while True:
@@ -156,9 +153,8 @@ def wait_usable(config: str, array: str, name: str, timeout_s: float | None = No
 
 
 @step(name="present to backup host", retries=2)
-def present(config: str, array: str, name: str) -> list[Presentation]:
+def present(env: Environment, array: str, name: str) -> list[Presentation]:
     """Every target of the set, read-only, to the backup host: all or none."""
-    env = environment(config)
     drv = env.array(array)
     host = env.dc.array(array).backup_host
     done: list[Presentation] = []
@@ -174,9 +170,9 @@ def present(config: str, array: str, name: str) -> list[Presentation]:
 
 
 @step(name="unpresent from backup host", retries=4, delay=2.0)
-def unpresent(config: str, array: str, presented: list[Presentation]) -> None:
+def unpresent(env: Environment, array: str, presented: list[Presentation]) -> None:
     """Compensation of `present`: runs on every exit path; absent already is fine."""
-    drv = environment(config).array(array)
+    drv = env.array(array)
     for p in presented:
         try:
             drv.unpresent(p.vdisk, p.host)
@@ -192,12 +188,12 @@ def _unpresent_quietly(drv: object, p: Presentation) -> None:
 
 
 @step(name="commit replica version", retries=3)
-def commit_replica_version(config: str, array: str, session_id: str, group: str,
+def commit_replica_version(env: Environment, array: str, session_id: str, group: str,
                            made: MadeReplica, luns: list[VDiskInfo]) -> str:
     """The replica set is complete on the array: one catalog transaction, it now exists."""
     size = {v.name: v.size_bytes for v in luns}
     note = made.note or "crash-consistent (no application)"
-    environment(config).catalog().commit_replica_set(
+    env.catalog().commit_replica_set(
         version_id=session_id, session_id=session_id, group=group, array=array,
         name=made.name, kind=made.kind.value, requested_kind=made.requested_kind.value,
         created=datetime.now(UTC), note=note,
@@ -207,14 +203,13 @@ def commit_replica_version(config: str, array: str, session_id: str, group: str,
 
 
 @step(name="delete replica set", retries=3, delay=2.0)
-def discard_replica_set(config: str, array: str, name: str, uncertain: bool = False) -> bool:
+def discard_replica_set(env: Environment, array: str, name: str, uncertain: bool = False) -> bool:
     """Compensation of `create_replica_set`: the set goes (with any presentation of it).
 
     uncertain: the session ended on a timeout, so a request the provider never answered
     may still be applied; wait one request timeout first. Anything later still is removed
     by the next session of these LUNs (`remove_leftover_replicas`).
     """
-    env = environment(config)
     drv = env.array(array)
     if uncertain:
         time.sleep(env.dc.array(array).timeout_s)
@@ -246,9 +241,8 @@ def report_orphan_replica(array: str, name: str, error: BaseException) -> None:
 
 
 @step(name="rotate replica sets", retries=1)
-def rotate(config: str, array: str, group: str, keep: int) -> list[str]:
+def rotate(env: Environment, array: str, group: str, keep: int) -> list[str]:
     """Delete the oldest catalogued replica sets of `group` beyond `keep`; mark them removed."""
-    env = environment(config)
     cat = env.catalog()
     drv = env.array(array)
     rows = cat.replica_sets(group, array=array)
@@ -266,12 +260,13 @@ def rotate(config: str, array: str, group: str, keep: int) -> list[str]:
 
 
 @step(name="check sources free")
-def sources_in_use(config: str, array: str, name: str, detach_hosts: bool) -> list[Presentation]:
+def sources_in_use(env: Environment, array: str, name: str,
+                   detach_hosts: bool) -> list[Presentation]:
     """The hosts holding the sources of `name`; a UserError unless they may be detached.
 
     dpflow never restores LUNs under a host that may be using them.
     """
-    drv = environment(config).array(array)
+    drv = env.array(array)
     sources = [r.source for r in drv.get_replica_set(name).replicas]
     held = [p for s in sources for p in drv.list_presentations(s)]
     if held and not detach_hosts:
@@ -284,8 +279,8 @@ def sources_in_use(config: str, array: str, name: str, detach_hosts: bool) -> li
 
 
 @step(name="detach sources from hosts", retries=2)
-def detach(config: str, array: str, held: list[Presentation]) -> None:
-    drv = environment(config).array(array)
+def detach(env: Environment, array: str, held: list[Presentation]) -> None:
+    drv = env.array(array)
     for p in held:
         try:
             drv.unpresent(p.vdisk, p.host)
@@ -294,9 +289,9 @@ def detach(config: str, array: str, held: list[Presentation]) -> None:
 
 
 @step(name="give sources back to hosts", retries=4, delay=2.0)
-def reattach(config: str, array: str, held: list[Presentation]) -> None:
+def reattach(env: Environment, array: str, held: list[Presentation]) -> None:
     """Compensation of `detach`: the same LUN numbers as before, on every exit path."""
-    drv = environment(config).array(array)
+    drv = env.array(array)
     for p in held:
         now = [q for q in drv.list_presentations(p.vdisk) if q.host == p.host]
         if not now:
@@ -304,7 +299,6 @@ def reattach(config: str, array: str, held: list[Presentation]) -> None:
 
 
 @step(name="restore sources from replica", retries=2, delay=2.0)
-def restore(config: str, array: str, name: str) -> None:
+def restore(env: Environment, array: str, name: str) -> None:
     """Every source of the set back to the set's point in time (the array copies deltas)."""
-    env = environment(config)
     env.array(array).restore(name, deadline_s=env.dc.array(array).job_deadline_s)

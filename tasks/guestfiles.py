@@ -13,7 +13,7 @@ from typing import Any
 import blake3
 from pydantic import BaseModel
 
-from dpflow.environment import environment
+from dpflow.environment import Environment
 from dpflow.errors import NotFound, UserError
 from dpflow.guestfs import ImageDisk, RangeFile, SafeTarget, UnsafePath, discover, split_path
 from dpflow.guestfs.fs import Entry, GuestVolume
@@ -51,14 +51,13 @@ class FileRestore(BaseModel):
 
 
 # --- planning (catalog only: before any hardware) ----------------------------------------
-def plan_level(config: str, vm: str, level: str, store: str | None,
+def plan_level(env: Environment, vm: str, level: str, store: str | None,
                full_if_needed: bool) -> tuple[str, str | None]:
     """The level to run and the version it compares with (None for a full)."""
     if level not in LEVELS:
         raise UserError(f"unknown level '{level}': use full, incr or diff")
     if level == "full":
         return "full", None
-    env = environment(config)
     store_name = env.dc.store(store).name
     sets = [s for s in env.catalog().file_sets(vm) if s.version.store == store_name]
     fulls = [s for s in sets if s.level == "full"]
@@ -159,12 +158,11 @@ def _record(e: Entry) -> dict[str, Any]:
 
 
 @step(name="back up guest files", retries=2, delay=2.0)
-def backup_disk_files(config: str, vcenter: str, vm: str, disk: DiskInfo, index: int,
+def backup_disk_files(env: Environment, vcenter: str, vm: str, disk: DiskInfo, index: int,
                       base_version: str | None, include: list[str] | None,
                       exclude: list[str] | None, store: str | None) -> DiskFiles:
     """Walk the file systems of one frozen snapshot disk; new or changed file data into the
     store. Unchanged files (same size, times and inode as in the base) are not read."""
-    env = environment(config)
     s = env.dc.store(store)
     chunk_store = env.store(store)
     sel = Selection(include, exclude)
@@ -303,13 +301,12 @@ def _walk_volume(vol: GuestVolume, sel: Selection, base: dict[tuple[str, str], A
 
 
 @step(name="commit file version", retries=3)
-def commit_files_version(config: str, store: str | None, session_id: str, vm: VmInfo,
+def commit_files_version(env: Environment, store: str | None, session_id: str, vm: VmInfo,
                          quiesced: bool, level: str, base_version: str | None,
                          parts: list[DiskFiles], note: str) -> str:
     """Every chunk durable (the manifest's flush), then one catalog transaction. The file
     list lives in the catalog, which is also what verify and prune count (tasks/
     maintenance.py); the manifest marks the version in the store."""
-    env = environment(config)
     chunk_store = env.store(store)
     files = [f for p in parts for f in p.files]
     created = datetime.now(UTC)
@@ -328,10 +325,10 @@ def commit_files_version(config: str, store: str | None, session_id: str, vm: Vm
 
 
 # --- restore ------------------------------------------------------------------------------
-def select_catalogued(config: str, vm: str, patterns: list[str], version: str | None
+def select_catalogued(env: Environment, vm: str, patterns: list[str], version: str | None
                       ) -> tuple[str, list[Any]]:
     """(version id, file rows) a restore or find takes; UserError when nothing matches."""
-    cat = environment(config).catalog()
+    cat = env.catalog()
     if version is None:
         sets = cat.file_sets(vm)
         if not sets:
@@ -368,12 +365,11 @@ def _blocks(store: ChunkStore, row: Any) -> Iterator[bytes]:
 
 
 @step(name="restore guest files", retries=1)
-def restore_catalogued_files(config: str, vm: str, version: str, patterns: list[str],
+def restore_catalogued_files(env: Environment, vm: str, version: str, patterns: list[str],
                              target: str, conflict: str) -> FileRestore:
-    env = environment(config)
     row = env.catalog().version(version)
     store = env.store(row.store)
-    _, rows = select_catalogued(config, vm, patterns, version)
+    _, rows = select_catalogued(env, vm, patterns, version)
     out = FileRestore()
     with SafeTarget(target) as t:
         for r in rows:
@@ -426,10 +422,9 @@ def _restore_one(t: SafeTarget, out: FileRestore, parts: tuple[str, ...], kind: 
 
 
 @step(name="restore files from image", retries=1)
-def restore_image_files(config: str, vm: str, version: str, patterns: list[str], target: str,
+def restore_image_files(env: Environment, vm: str, version: str, patterns: list[str], target: str,
                         conflict: str) -> FileRestore:
     """Files straight out of an image version: its disks read lazily, chunk by chunk."""
-    env = environment(config)
     row = env.catalog().version(version)
     store = env.store(row.store)
     manifest = read_manifest(store, version)
@@ -471,8 +466,8 @@ def _stream_blocks(stream: Any, size: int, block: int = 1 << 20) -> Iterator[byt
         yield data
 
 
-def image_version_of(config: str, vm: str, version: str | None) -> str:
-    cat = environment(config).catalog()
+def image_version_of(env: Environment, vm: str, version: str | None) -> str:
+    cat = env.catalog()
     row = cat.version(version) if version else cat.latest_version(vm)
     if row.object.name != vm or row.object.kind != "vm":
         raise UserError(f"version {row.id} is not an image version of VM {vm}")
@@ -496,13 +491,11 @@ def guest_password(user: str | None, password_env: str | None) -> str:
 
 
 @step(name="restore guest files into the guest", retries=1)
-def restore_into_guest(config: str, vm: str, version: str, patterns: list[str],
+def restore_into_guest(env: Environment, vm: str, version: str, patterns: list[str],
                        guest_dir: str, user: str, password_env: str,
                        conflict: str) -> FileRestore:
     """Catalogued files uploaded into the running guest under `guest_dir`."""
     from drivers.vsphere_guest import GuestFileExists, GuestFiles
-
-    env = environment(config)
     vcenter, info = env.locate_vm(vm)
     if info.power_state != "poweredOn":
         raise UserError(f"VM '{vm}' is {info.power_state}: an in-guest restore needs it "
@@ -512,7 +505,7 @@ def restore_into_guest(config: str, vm: str, version: str, patterns: list[str],
     sep = "\\" if windows else "/"
     row = env.catalog().version(version)
     store = env.store(row.store)
-    _, rows = select_catalogued(config, vm, patterns, version)
+    _, rows = select_catalogued(env, vm, patterns, version)
     out = FileRestore()
     made: set[str] = set()
     for r in rows:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from sqlalchemy import select
 
 from dpflow.catalog import FileRow, VersionRow
-from dpflow.environment import environment
+from dpflow.environment import Environment
 from dpflow.retention import Candidate, KeepPolicy, decide
 from dpflow.store.maintenance import (
     Catalogued,
@@ -23,10 +23,10 @@ from dpflow.store.manifest import delete_manifest
 from tasks.common import step
 
 
-def _file_refs(config: str, store_name: str) -> Iterator[tuple[str, str]]:
+def _file_refs(env: Environment, store_name: str) -> Iterator[tuple[str, str]]:
     """(version, chunk) pairs of file-level versions: they live in the catalog, not in
     manifests, and must count as references too."""
-    cat = environment(config).catalog()
+    cat = env.catalog()
     with cat.session() as db:
         q = (select(FileRow.version_id, FileRow.chunks).join(VersionRow)
              .where(VersionRow.store == store_name, FileRow.chunks.is_not(None)))
@@ -37,33 +37,31 @@ def _file_refs(config: str, store_name: str) -> Iterator[tuple[str, str]]:
 
 
 @step(name="register backup with store")
-def register(config: str, store: str | None, session_id: str) -> None:
-    register_backup(environment(config).store(store), session_id)
+def register(env: Environment, store: str | None, session_id: str) -> None:
+    register_backup(env.store(store), session_id)
 
 
 @step(name="unregister backup from store", retries=3)
-def unregister(config: str, store: str | None, session_id: str) -> None:
-    unregister_backup(environment(config).store(store), session_id)
+def unregister(env: Environment, store: str | None, session_id: str) -> None:
+    unregister_backup(env.store(store), session_id)
 
 
 @step(name="verify store", retries=0)
-def verify_store(config: str, store: str | None, read_percent: float) -> VerifyReport:
+def verify_store(env: Environment, store: str | None, read_percent: float) -> VerifyReport:
     """Catalog ↔ manifests ↔ chunks for every version the catalog keeps in this store."""
-    env = environment(config)
     name = env.dc.store(store).name
     catalogued = [Catalogued(v.id, v.object.name,
                              {d.key: d.chunks_stored for d in v.disks}
                              if v.object.kind == "vm" else None)
                   for v in env.catalog().versions_in_store(name)]
     return verify(env.store(store), catalogued, read_percent=read_percent,
-                  extra=list(_file_refs(config, name)))
+                  extra=list(_file_refs(env, name)))
 
 
 @step(name="decide retention", retries=0)
-def plan_forget(config: str, store: str | None, vm: str | None,
+def plan_forget(env: Environment, store: str | None, vm: str | None,
                 policy: KeepPolicy) -> dict[str, dict[str, list[str]]]:
     """Per object: version id → reasons to keep (empty = forget)."""
-    env = environment(config)
     name = env.dc.store(store).name
     out: dict[str, dict[str, list[str]]] = {}
     for kind in ("vm", "vmfiles"):
@@ -78,15 +76,13 @@ def plan_forget(config: str, store: str | None, vm: str | None,
 
 
 @step(name="forget version", retries=2)
-def forget(config: str, store: str | None, version_id: str) -> None:
+def forget(env: Environment, store: str | None, version_id: str) -> None:
     """Manifest first, then catalog row: a catalogued version always has its manifest."""
-    env = environment(config)
     delete_manifest(env.store(store), version_id)
     env.catalog().forget_version(version_id)
 
 
 @step(name="prune store", retries=0)
-def prune_store(config: str, store: str | None, apply: bool) -> PruneReport:
-    env = environment(config)
+def prune_store(env: Environment, store: str | None, apply: bool) -> PruneReport:
     return prune(env.store(store), apply=apply,
-                 extra=list(_file_refs(config, env.dc.store(store).name)))
+                 extra=list(_file_refs(env, env.dc.store(store).name)))

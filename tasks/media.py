@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from prefect import get_run_logger
 from pydantic import BaseModel
 
-from dpflow.environment import environment
+from dpflow.environment import Environment
 from dpflow.errors import PermanentError
 from dpflow.progress import meter
 from dpflow.store import DiskManifest, VersionManifest
@@ -33,11 +33,10 @@ class DiskCopy(BaseModel):
 
 
 @step(name="back up disk", retries=2, delay=2.0)
-def backup_disk(config: str, vcenter: str, vm: str, snap: SnapshotRef, disk: DiskInfo,
+def backup_disk(env: Environment, vcenter: str, vm: str, snap: SnapshotRef, disk: DiskInfo,
                 store: str | None, previous_version: str | None) -> DiskCopy:
     """One frozen snapshot disk into the store: only what CBT says changed, when it can be
     trusted. A retry re-reads; chunks already stored are kept."""
-    env = environment(config)
     s = env.dc.store(store)
     st = env.store(store)
     hv = env.hypervisor(vcenter)
@@ -81,10 +80,9 @@ def backup_disk(config: str, vcenter: str, vm: str, snap: SnapshotRef, disk: Dis
 
 
 @step(name="commit version", retries=3)
-def commit_version(config: str, store: str | None, session_id: str, vm: VmInfo,
+def commit_version(env: Environment, store: str | None, session_id: str, vm: VmInfo,
                    quiesced: bool, copies: list[DiskCopy], note: str) -> str:
     """Manifest made durable first, then one catalog transaction: the version now exists."""
-    env = environment(config)
     version_id = session_id
     created = datetime.now(UTC)
     manifest = VersionManifest(version_id=version_id, object_name=vm.name, created=created,
@@ -104,25 +102,22 @@ def commit_version(config: str, store: str | None, session_id: str, vm: VmInfo,
 
 
 @step(name="find previous version")
-def previous_version(config: str, vm: str, store: str | None) -> str | None:
+def previous_version(env: Environment, vm: str, store: str | None) -> str | None:
     """The latest version of `vm` in this store: the base an incremental builds on."""
-    env = environment(config)
     name = env.dc.store(store).name
     rows = [v for v in env.catalog().versions(vm) if v.store == name]
     return rows[-1].id if rows else None
 
 
 @step(name="read manifest")
-def load_manifest(config: str, version_id: str) -> VersionManifest:
-    env = environment(config)
+def load_manifest(env: Environment, version_id: str) -> VersionManifest:
     row = env.catalog().version(version_id)
     return read_manifest(env.store(row.store), version_id)
 
 
 @step(name="check version readable", retries=0)
-def check_version_readable(config: str, store: str, version_id: str) -> int:
+def check_version_readable(env: Environment, store: str, version_id: str) -> int:
     """Read, decrypt and hash every chunk of a version without writing anything."""
-    env = environment(config)
     st = env.store(store)
     manifest = read_manifest(st, version_id)
     n = 0
@@ -133,10 +128,9 @@ def check_version_readable(config: str, store: str, version_id: str) -> int:
 
 
 @step(name="restore disk", retries=2, delay=2.0)
-def restore_disk(config: str, vcenter: str, store: str, source: DiskManifest,
+def restore_disk(env: Environment, vcenter: str, store: str, source: DiskManifest,
                  target: DiskInfo, vm: str) -> int:
     """Write a version's disk over the target disk; every chunk is verified as it is read."""
-    env = environment(config)
     workers = env.dc.proxies[0].workers
     m = meter(f"restore:{vm}:{target.key}", f"restore {vm} {target.label}",
               source.capacity_bytes)
@@ -149,10 +143,9 @@ def restore_disk(config: str, vcenter: str, store: str, source: DiskManifest,
 
 
 @step(name="verify restored disk", retries=2)
-def verify_restored_disk(config: str, vcenter: str, store: str, source: DiskManifest,
+def verify_restored_disk(env: Environment, vcenter: str, store: str, source: DiskManifest,
                          target: DiskInfo) -> None:
     """Read the written disk back and compare every chunk with the manifest."""
-    env = environment(config)
     reader = env.hypervisor(vcenter).open_disk(target)
     try:
         bad = verify_disk(reader, source, env.store(store).chunk_id,

@@ -1,11 +1,11 @@
-"""vSphere steps of the image paths. Each resolves its driver from the config path."""
+"""vSphere steps of the image paths: each asks the flow's Environment for its driver."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger
 from prefect.events import emit_event
 
-from dpflow.environment import environment
+from dpflow.environment import Environment
 from dpflow.errors import DpflowError, PermanentError, UserError
 from drivers.protocols import DiskInfo, QuiesceFailed, SnapshotRef, VmInfo
 from tasks.common import step
@@ -14,14 +14,13 @@ SNAPSHOT_PREFIX = "dpflow-"
 
 
 @step(name="find VM")
-def find_vm(config: str, vm: str) -> tuple[str, VmInfo]:
-    return environment(config).locate_vm(vm)
+def find_vm(env: Environment, vm: str) -> tuple[str, VmInfo]:
+    return env.locate_vm(vm)
 
 
 @step(name="check space")
-def check_space(config: str, vcenter: str, vm: VmInfo, store: str | None) -> str | None:
+def check_space(env: Environment, vcenter: str, vm: VmInfo, store: str | None) -> str | None:
     """None when there is room; otherwise why the VM must be skipped (not failed)."""
-    env = environment(config)
     env.store(store)  # opens it: a wrong or missing key fails here, before any snapshot
     provisioned = sum(d.capacity_bytes for d in vm.disks)
     policy = env.dc.snapshot
@@ -43,9 +42,9 @@ def check_space(config: str, vcenter: str, vm: VmInfo, store: str | None) -> str
 
 
 @step(name="remove leftover snapshots")
-def remove_leftover_snapshots(config: str, vcenter: str, vm: VmInfo) -> list[str]:
+def remove_leftover_snapshots(env: Environment, vcenter: str, vm: VmInfo) -> list[str]:
     """Snapshots an earlier, killed dpflow session left behind (Bareos' orphan problem)."""
-    hv = environment(config).hypervisor(vcenter)
+    hv = env.hypervisor(vcenter)
     removed = []
     for snap in hv.list_snapshots(vm):
         if snap.name.startswith(SNAPSHOT_PREFIX):
@@ -57,9 +56,8 @@ def remove_leftover_snapshots(config: str, vcenter: str, vm: VmInfo) -> list[str
 
 
 @step(name="create snapshot", retries=2, delay=2.0)
-def create_snapshot(config: str, vcenter: str, vm: VmInfo, session_id: str) -> SnapshotRef:
+def create_snapshot(env: Environment, vcenter: str, vm: VmInfo, session_id: str) -> SnapshotRef:
     """Quiesced if the guest can; crash-consistent only if the policy allows it."""
-    env = environment(config)
     hv = env.hypervisor(vcenter)
     policy = env.dc.snapshot
     name = f"{SNAPSHOT_PREFIX}{session_id}"
@@ -82,9 +80,8 @@ def create_snapshot(config: str, vcenter: str, vm: VmInfo, session_id: str) -> S
 
 
 @step(name="enable change tracking")
-def enable_change_tracking(config: str, vcenter: str, vm: VmInfo) -> bool:
+def enable_change_tracking(env: Environment, vcenter: str, vm: VmInfo) -> bool:
     """CBT on before the snapshot, so the snapshot's disks carry a changeId."""
-    env = environment(config)
     if not env.dc.change_tracking.enabled:
         return False
     turned_on = env.hypervisor(vcenter).enable_change_tracking(vm)
@@ -94,14 +91,14 @@ def enable_change_tracking(config: str, vcenter: str, vm: VmInfo) -> bool:
 
 
 @step(name="snapshot disks")
-def snapshot_disks(config: str, vcenter: str, snap: SnapshotRef) -> list[DiskInfo]:
-    return environment(config).hypervisor(vcenter).snapshot_disks(snap)
+def snapshot_disks(env: Environment, vcenter: str, snap: SnapshotRef) -> list[DiskInfo]:
+    return env.hypervisor(vcenter).snapshot_disks(snap)
 
 
 @step(name="remove snapshot", retries=4, delay=2.0)
-def remove_snapshot(config: str, vcenter: str, snap: SnapshotRef, vm: str) -> None:
+def remove_snapshot(env: Environment, vcenter: str, snap: SnapshotRef, vm: str) -> None:
     """Compensation of create_snapshot: runs on every exit path of a backup."""
-    environment(config).hypervisor(vcenter).remove_snapshot(snap)
+    env.hypervisor(vcenter).remove_snapshot(snap)
 
 
 def report_orphan_snapshot(vm: str, snap: SnapshotRef, error: BaseException) -> None:
@@ -113,7 +110,7 @@ def report_orphan_snapshot(vm: str, snap: SnapshotRef, error: BaseException) -> 
         "prefect.resource.id": f"dpflow.vm.{vm}", "dpflow.snapshot": snap.name})
 
 
-def release_snapshot(config: str, vcenter: str, snap: SnapshotRef, vm: str,
+def release_snapshot(env: Environment, vcenter: str, snap: SnapshotRef, vm: str,
                      version_id: str | None) -> bool:
     """Compensation of create_snapshot for every exit path of a backup.
 
@@ -122,7 +119,7 @@ def release_snapshot(config: str, vcenter: str, snap: SnapshotRef, vm: str,
     leftover snapshot is never silent. Returns whether the snapshot is gone.
     """
     try:
-        remove_snapshot(config, vcenter, snap, vm)
+        remove_snapshot(env, vcenter, snap, vm)
         return True
     except Exception as exc:
         report_orphan_snapshot(vm, snap, exc)
@@ -133,10 +130,10 @@ def release_snapshot(config: str, vcenter: str, snap: SnapshotRef, vm: str,
 
 
 @step(name="prepare restore target")
-def prepare_target(config: str, vcenter: str, source: VmInfo, target: str,
+def prepare_target(env: Environment, vcenter: str, source: VmInfo, target: str,
                    in_place: bool, force: bool) -> tuple[VmInfo, bool]:
     """The VM to write into and whether this restore created it (so a failure destroys it)."""
-    hv = environment(config).hypervisor(vcenter)
+    hv = env.hypervisor(vcenter)
     existing: VmInfo | None = None
     try:
         existing = hv.find_vm(target)
@@ -159,12 +156,12 @@ def prepare_target(config: str, vcenter: str, source: VmInfo, target: str,
 
 
 @step(name="destroy half-restored VM", retries=3)
-def destroy_vm(config: str, vcenter: str, vm: VmInfo) -> None:
-    environment(config).hypervisor(vcenter).destroy_vm(vm)
+def destroy_vm(env: Environment, vcenter: str, vm: VmInfo) -> None:
+    env.hypervisor(vcenter).destroy_vm(vm)
 
 
 @step(name="power on")
-def power_on(config: str, vcenter: str, vm: VmInfo) -> None:
-    environment(config).hypervisor(vcenter).power_on(vm)
+def power_on(env: Environment, vcenter: str, vm: VmInfo) -> None:
+    env.hypervisor(vcenter).power_on(vm)
 
 
