@@ -7,7 +7,6 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dpflow.errors import UserError
 from dpflow_cli.app import (
     DEFAULT_CONFIG,
     ConfigOpt,
@@ -66,14 +65,11 @@ def restore_vm(name: Annotated[str, typer.Argument(help="VM whose version to res
 
     def go() -> Any:
         from dpflow.environment import environment
-        from flows.vm_image import restore_vm_image
+        from flows.vm_image import plan_restore, restore_vm_image
 
-        cat = environment(cfg).catalog()
-        row = cat.version(version) if version else cat.latest_version(name)
-        if row.object.name != name:
-            raise UserError(f"version {row.id} belongs to VM {row.object.name}, not {name}")
+        row, _ = plan_restore(environment(cfg), name, version)  # mistakes: one line, exit 2
         return with_progress(lambda: restore_vm_image(cfg, name, row.id, as_name, force,
-                                                       power_on))
+                                                      power_on))
     r = guard(go)
     console.print(f"[green]restored[/] {r.vm} version {r.version_id} as {r.target} "
                   f"({'new VM' if r.created else 'in place'}): {mb(r.bytes_written)} written "

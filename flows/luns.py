@@ -42,7 +42,7 @@ from tasks.array import (
     unpresent,
     wait_usable,
 )
-from tasks.catalog import close_session, open_session
+from tasks.sessions import session
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
 
@@ -113,82 +113,70 @@ def replicate_luns(config: str, group: str, luns: list[str], kind: str | None = 
                    keep: int | None = None, policy: str | None = None,
                    array: str | None = None) -> ReplicaResult:
     """A tracked replica set of `luns` (one point in time), rotation keeping `keep`."""
+    t0 = time.perf_counter()
     with open_environment(config) as env:
-        log = get_run_logger()
-        t0 = time.perf_counter()
         plan = plan_replicate(env, group, luns, kind, keep, policy, array)
         arr = plan.array
-        with exclusive("lungroup", group):
-            session_id = open_session(env, "replicate-luns", group, object_kind="lungroup")
-            result = ReplicaResult(group=group, status="failed", session_id=session_id,
+        with exclusive("lungroup", group), \
+                session(env, "replicate-luns", group, object_kind="lungroup") as s:
+            result = ReplicaResult(group=group, status="failed", session_id=s.id,
                                    requested_kind=plan.kind)
-            name = replica_name(session_id)
+            name = replica_name(s.id)
+            vdisks = check_luns(env, arr, plan.luns)
+            remove_leftover_replicas(env, arr, plan.luns)
             try:
-                vdisks = check_luns(env, arr, plan.luns)
-                remove_leftover_replicas(env, arr, plan.luns)
+                made = create_replica_set(env, arr, name, plan.luns, plan.kind, plan.policy)
+                if made.kind == ReplicaKind.MIRRORCLONE:
+                    fracture(env, arr, name)
+                presented = present(env, arr, name)
                 try:
-                    made = create_replica_set(env, arr, name, plan.luns, plan.kind, plan.policy)
-                    if made.kind == ReplicaKind.MIRRORCLONE:
-                        fracture(env, arr, name)
-                    presented = present(env, arr, name)
-                    try:
-                        result.presented_luns = [p.lun for p in presented]
-                        wait_usable(env, arr, name)  # a clone copied, no member broken
-                    finally:
-                        unpresent(env, arr, presented)
-                    result.version_id = commit_replica_version(env, arr, session_id, group,
-                                                               made, vdisks)
-                except BaseException as exc:
-                    if result.version_id is None:
-                        try:  # compensation: no replica set without its version
-                            discard_replica_set(env, arr, name,
-                                                uncertain=isinstance(exc, TransientError))
-                        except Exception as orphan:  # noqa: BLE001 - reported, original raised
-                            report_orphan_replica(arr, name, orphan)
-                    raise exc
-                result.replica_set, result.kind = made.name, made.kind
-                result.message = made.note
-                try:
-                    result.rotated = rotate(env, arr, group, plan.keep)
-                except Exception as exc:  # noqa: BLE001 - the new version stands
-                    log.warning("rotation of %s failed, the new version stands: %s", group, exc)
-                    result.message = (result.message + "; " if result.message else "") + \
-                        f"rotation failed: {first_line(exc)}"
-                result.status = "completed"
-                return result
+                    result.presented_luns = [p.lun for p in presented]
+                    wait_usable(env, arr, name)  # a clone copied, no member broken
+                finally:
+                    unpresent(env, arr, presented)
+                result.version_id = commit_replica_version(env, arr, s.id, group, made, vdisks)
             except BaseException as exc:
-                result.message = first_line(exc)
+                if result.version_id is None:
+                    try:  # compensation: no replica set without its version
+                        discard_replica_set(env, arr, name,
+                                            uncertain=isinstance(exc, TransientError))
+                    except Exception as orphan:  # noqa: BLE001 - reported, original raised
+                        report_orphan_replica(arr, name, orphan)
                 raise
-            finally:
-                result.seconds = time.perf_counter() - t0
-                close_session(env, session_id, result.status, result.message)
+            result.replica_set, result.kind = made.name, made.kind
+            result.message = made.note
+            try:
+                result.rotated = rotate(env, arr, group, plan.keep)
+            except Exception as exc:  # noqa: BLE001 - the new version stands
+                get_run_logger().warning("rotation of %s failed, the new version stands: %s",
+                                         group, exc)
+                result.message = (result.message + "; " if result.message else "") + \
+                    f"rotation failed: {first_line(exc)}"
+            s.status, s.message = "completed", result.message
+            result.status, result.seconds = "completed", time.perf_counter() - t0
+            return result
 
 
 @flow(name="restore-luns-from-replica", log_prints=True)
 def restore_luns_from_replica(config: str, group: str, replica_set: str | None = None,
                               detach_hosts: bool = False) -> RestoreLunsResult:
     """Instant Recovery without an application: the group's LUNs back to a replica set."""
+    t0 = time.perf_counter()
     with open_environment(config) as env:
-        t0 = time.perf_counter()
         row = env.catalog().replica_set(group, replica_set)
         arr, name = row.array, row.name
-        with exclusive("lungroup", group):
-            session_id = open_session(env, "restore-luns", group, object_kind="lungroup")
+        with exclusive("lungroup", group), \
+                session(env, "restore-luns", group, object_kind="lungroup") as s:
+            held = sources_in_use(env, arr, name, detach_hosts)
+            wait_usable(env, arr, name)
             try:
-                held = sources_in_use(env, arr, name, detach_hosts)
-                wait_usable(env, arr, name)
-                try:
-                    detach(env, arr, held)
-                    restore(env, arr, name)
-                finally:
-                    reattach(env, arr, held)  # compensation: the hosts get their LUNs back
-                luns = [m.source for m in row.members]
-                close_session(env, session_id, "completed",
-                              f"from replica set {name} (version {row.version_id})")
-                return RestoreLunsResult(group=group, version_id=row.version_id, replica_set=name,
-                                         kind=ReplicaKind(row.kind), luns=luns,
-                                         detached=[f"{p.vdisk}@{p.host}" for p in held],
-                                         seconds=time.perf_counter() - t0)
-            except BaseException as exc:
-                close_session(env, session_id, "failed", first_line(exc))
-                raise
+                detach(env, arr, held)
+                restore(env, arr, name)
+            finally:
+                reattach(env, arr, held)  # compensation: the hosts get their LUNs back
+            s.status, s.message = "completed", f"from replica set {name} (version {row.version_id})"
+            return RestoreLunsResult(group=group, version_id=row.version_id, replica_set=name,
+                                     kind=ReplicaKind(row.kind),
+                                     luns=[m.source for m in row.members],
+                                     detached=[f"{p.vdisk}@{p.host}" for p in held],
+                                     seconds=time.perf_counter() - t0)

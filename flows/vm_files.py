@@ -31,15 +31,8 @@ from tasks.guestfiles import (
     restore_image_files,
     select_catalogued,
 )
-from tasks.maintenance import register, unregister
-from tasks.vsphere import (
-    check_space,
-    create_snapshot,
-    find_vm,
-    release_snapshot,
-    remove_leftover_snapshots,
-    snapshot_disks,
-)
+from tasks.sessions import registered, session
+from tasks.vsphere import check_space, find_vm, frozen_snapshot, snapshot_disks
 
 
 class FileBackupResult(BaseModel):
@@ -74,57 +67,44 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
                     include: list[str] | None = None, exclude: list[str] | None = None,
                     store: str | None = None, full_if_needed: bool = False) -> FileBackupResult:
     """Back up the guest files of one VM from a point-in-time snapshot."""
+    t0 = time.perf_counter()
     with open_environment(config) as env:
         log = get_run_logger()
-        t0 = time.perf_counter()
         level, base = plan_level(env, vm, level, store, full_if_needed)
         vcenter, info = find_vm(env, vm)
-        with exclusive("vm", vm):
-            session_id = open_session(env, "backup-files", vm, "vmfiles")
-            result = FileBackupResult(vm=vm, status="failed", session_id=session_id, level=level,
+        with exclusive("vm", vm), session(env, "backup-files", vm, "vmfiles") as s:
+            result = FileBackupResult(vm=vm, status="failed", session_id=s.id, level=level,
                                       base_version=base)
-            try:
-                why_not = check_space(env, vcenter, info, store)
-                if why_not:
-                    log.warning("skipping %s: %s", vm, why_not)
-                    result.status, result.message = "skipped", why_not
-                    return result
-                register(env, store, session_id)  # prune waits for us: no chunk vanishes
-                remove_leftover_snapshots(env, vcenter, info)
-                snap = create_snapshot(env, vcenter, info, session_id)
-                try:
-                    disks = snapshot_disks(env, vcenter, snap)
+            why_not = check_space(env, vcenter, info, store)
+            if why_not:
+                log.warning("skipping %s: %s", vm, why_not)
+                s.status = result.status = "skipped"
+                s.message = result.message = why_not
+                return result
+            with registered(env, store, s.id):
+                with frozen_snapshot(env, vcenter, info, s.id) as frozen:
+                    disks = snapshot_disks(env, vcenter, frozen.snap)
                     parts = [backup_disk_files(env, vcenter, vm, d, i, base, include, exclude,
                                                store) for i, d in enumerate(disks)]
                     problems = [p for part in parts for p in part.problems]
-                    note = "" if snap.quiesced else "crash-consistent: the guest was not quiesced"
+                    note = ("" if frozen.snap.quiesced
+                            else "crash-consistent: the guest was not quiesced")
                     if problems:
                         note = f"{note}; {len(problems)} problem(s): {problems[0]}".lstrip("; ")
-                    result.version_id = commit_files_version(env, store, session_id, info,
-                                                             snap.quiesced, level, base, parts,
-                                                             note)
-                    result.quiesced = snap.quiesced
-                    result.files = sum(len(p.files) for p in parts)
-                    result.files_read = sum(p.files_read for p in parts)
-                    result.bytes_read = sum(p.bytes_read for p in parts)
-                    result.bytes_added = sum(p.bytes_added for p in parts)
-                    result.volumes = [v for p in parts for v in p.volumes]
-                    result.problems = problems
-                    for p in problems:
-                        log.warning("%s: %s", vm, p)
-                finally:
-                    result.snapshot_removed = release_snapshot(env, vcenter, snap, vm,
-                                                               result.version_id)
-                result.status = "completed"
-                return result
-            except BaseException as exc:
-                result.message = first_line(exc)
-                raise
-            finally:
-                unregister(env, store, session_id)
-                result.seconds = time.perf_counter() - t0
-                close_session(env, session_id, result.status, result.message,
-                              result.bytes_read, result.bytes_added)
+                    frozen.version_id = commit_files_version(
+                        env, store, s.id, info, frozen.snap.quiesced, level, base, parts, note)
+            for p in problems:
+                log.warning("%s: %s", vm, p)
+            s.status = "completed"
+            s.bytes_read = sum(p.bytes_read for p in parts)
+            s.bytes_written = sum(p.bytes_added for p in parts)
+            return result.model_copy(update=dict(
+                status="completed", version_id=frozen.version_id,
+                quiesced=frozen.snap.quiesced, files=sum(len(p.files) for p in parts),
+                files_read=sum(p.files_read for p in parts), bytes_read=s.bytes_read,
+                bytes_added=s.bytes_written, volumes=[v for p in parts for v in p.volumes],
+                problems=problems, snapshot_removed=frozen.removed,
+                seconds=time.perf_counter() - t0))
 
 
 def _check_restore_input(conflict: str) -> None:

@@ -14,11 +14,12 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from dpflow.environment import open_environment
-from dpflow.errors import DpflowError, first_line
+from dpflow.catalog import VersionRow
+from dpflow.environment import Environment, open_environment
+from dpflow.errors import UserError, first_line
 from dpflow.locks import exclusive
-from tasks.catalog import close_session, open_session
-from tasks.maintenance import register, unregister
+from dpflow.store.manifest import VersionManifest
+from drivers.protocols import VmInfo
 from tasks.media import (
     DiskCopy,
     backup_disk,
@@ -29,16 +30,15 @@ from tasks.media import (
     restore_disk,
     verify_restored_disk,
 )
+from tasks.sessions import registered, session
 from tasks.vsphere import (
     check_space,
-    create_snapshot,
     destroy_vm,
     enable_change_tracking,
     find_vm,
+    frozen_snapshot,
     power_on,
     prepare_target,
-    release_snapshot,
-    remove_leftover_snapshots,
     snapshot_disks,
 )
 
@@ -80,47 +80,35 @@ class RestoreResult(BaseModel):
 @flow(name="backup-vm-image", log_prints=True)
 def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupResult:
     """Back up every disk of one VM from a point-in-time snapshot."""
+    t0 = time.perf_counter()
     with open_environment(config) as env:
-        log = get_run_logger()
-        t0 = time.perf_counter()
         vcenter, info = find_vm(env, vm)
-        with exclusive("vm", vm):
-            session_id = open_session(env, "backup-image", vm)
-            result = BackupResult(vm=vm, status="failed", session_id=session_id)
-            try:
-                why_not = check_space(env, vcenter, info, store)
-                if why_not:
-                    log.warning("skipping %s: %s", vm, why_not)
-                    result.status, result.message = "skipped", why_not
-                    return result
-                register(env, store, session_id)  # prune waits for us: no chunk vanishes
-                remove_leftover_snapshots(env, vcenter, info)
+        with exclusive("vm", vm), session(env, "backup-image", vm) as s:
+            result = BackupResult(vm=vm, status="failed", session_id=s.id)
+            why_not = check_space(env, vcenter, info, store)
+            if why_not:
+                get_run_logger().warning("skipping %s: %s", vm, why_not)
+                s.status = result.status = "skipped"
+                s.message = result.message = why_not
+                return result
+            with registered(env, store, s.id):
                 previous = previous_version(env, vm, store)
                 enable_change_tracking(env, vcenter, info)
-                snap = create_snapshot(env, vcenter, info, session_id)
-                try:
-                    disks = snapshot_disks(env, vcenter, snap)
-                    copies = [backup_disk(env, vcenter, vm, snap, d, store, previous)
+                with frozen_snapshot(env, vcenter, info, s.id) as frozen:
+                    disks = snapshot_disks(env, vcenter, frozen.snap)
+                    copies = [backup_disk(env, vcenter, vm, frozen.snap, d, store, previous)
                               for d in disks]
-                    note = version_note(snap.quiesced, copies)
-                    result.version_id = commit_version(env, store, session_id, info,
-                                                       snap.quiesced, copies, note)
-                    result.quiesced = snap.quiesced
-                    result.bytes_read = sum(c.bytes_read for c in copies)
-                    result.bytes_added = sum(c.bytes_added for c in copies)
-                finally:
-                    result.snapshot_removed = release_snapshot(env, vcenter, snap, vm,
-                                                               result.version_id)
-                result.status = "completed"
-                return result
-            except BaseException as exc:
-                result.message = first_line(exc)
-                raise
-            finally:
-                unregister(env, store, session_id)
-                result.seconds = time.perf_counter() - t0
-                close_session(env, session_id, result.status, result.message,
-                              result.bytes_read, result.bytes_added)
+                    note = version_note(frozen.snap.quiesced, copies)
+                    frozen.version_id = commit_version(env, store, s.id, info,
+                                                       frozen.snap.quiesced, copies, note)
+            s.status = "completed"
+            s.bytes_read = sum(c.bytes_read for c in copies)
+            s.bytes_written = sum(c.bytes_added for c in copies)
+            return result.model_copy(update=dict(
+                status="completed", version_id=frozen.version_id,
+                quiesced=frozen.snap.quiesced, bytes_read=s.bytes_read,
+                bytes_added=s.bytes_written, snapshot_removed=frozen.removed,
+                seconds=time.perf_counter() - t0))
 
 
 @flow(name="restore-vm-image", log_prints=True)
@@ -128,44 +116,47 @@ def restore_vm_image(config: str, vm: str, version: str | None = None,
                      as_name: str | None = None, force: bool = False,
                      power_on_after: bool = False) -> RestoreResult:
     """Give a VM back from a version: as a new VM, or in place over a powered-off one."""
+    t0 = time.perf_counter()
     with open_environment(config) as env:
-
-        t0 = time.perf_counter()
-        env = env
-        row = env.catalog().version(version) if version else env.catalog().latest_version(vm)
-        if row.object.name != vm:
-            raise DpflowError(f"version {row.id} belongs to VM {row.object.name}, not {vm}")
-        manifest = load_manifest(env, row.id)
-        target = as_name or vm
-        from drivers.protocols import VmInfo
-
+        row, manifest = plan_restore(env, vm, version)
         source = VmInfo.model_validate(manifest.vm)
         vcenter = env.dc.vcenters[0].name
-        with exclusive("vm", target):
-            session_id = open_session(env, "restore-image", target)
-            created = False
+        target = as_name or vm
+        with exclusive("vm", target), session(env, "restore-image", target) as s:
+            target_vm, created = prepare_target(env, vcenter, source, target,
+                                                in_place=as_name is None, force=force)
             try:
-                target_vm, created = prepare_target(env, vcenter, source, target,
-                                                    in_place=as_name is None, force=force)
                 if not created:
-                    # overwriting an existing VM: prove every chunk readable first, so a damaged
-                    # store fails here and never leaves a half-written disk behind
+                    # overwriting an existing VM: prove every chunk readable first, so a
+                    # damaged store fails here and never leaves a half-written disk behind
                     check_version_readable(env, row.store, manifest.version_id)
-                written = 0
                 for src, dst in zip(manifest.disks, target_vm.disks, strict=True):
-                    written += restore_disk(env, vcenter, row.store, src, dst, target)
+                    s.bytes_written += restore_disk(env, vcenter, row.store, src, dst, target)
                     verify_restored_disk(env, vcenter, row.store, src, dst)
                 if power_on_after:
                     power_on(env, vcenter, target_vm)
-                close_session(env, session_id, "completed", f"from version {row.id}", 0, written)
-                return RestoreResult(vm=vm, version_id=row.id, target=target, created=created,
-                                     bytes_written=written, verified=True,
-                                     powered_on=power_on_after, seconds=time.perf_counter() - t0)
-            except BaseException as exc:
+            except BaseException:
                 if created:
                     destroy_vm(env, vcenter, target_vm)  # compensation: no half-restored VM
-                close_session(env, session_id, "failed", first_line(exc))
                 raise
+            s.status, s.message = "completed", f"from version {row.id}"
+            return RestoreResult(vm=vm, version_id=row.id, target=target, created=created,
+                                 bytes_written=s.bytes_written, verified=True,
+                                 powered_on=power_on_after, seconds=time.perf_counter() - t0)
+
+
+def plan_restore(env: Environment, vm: str, version: str | None) -> tuple[VersionRow,
+                                                                          VersionManifest]:
+    """The version to restore and its manifest, checked before anything is touched: one
+    UserError line for an unknown version, another VM's version or a file-level one."""
+    cat = env.catalog()
+    row = cat.version(version) if version else cat.latest_version(vm)
+    if row.object.name != vm:
+        raise UserError(f"version {row.id} belongs to VM {row.object.name}, not {vm}")
+    if row.object.kind != "vm":
+        raise UserError(f"version {row.id} is a {row.object.kind} version, not an image "
+                        f"version; restore its files with `dpflow restore files`")
+    return row, load_manifest(env, row.id)
 
 
 @flow(name="backup-vms", log_prints=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 from prefect import get_run_logger
 from prefect.events import emit_event
 
@@ -165,3 +169,26 @@ def power_on(env: Environment, vcenter: str, vm: VmInfo) -> None:
     env.hypervisor(vcenter).power_on(vm)
 
 
+
+
+@dataclass
+class FrozenDisks:
+    """A point-in-time snapshot held for a backup; the flow records its version on it."""
+
+    snap: SnapshotRef
+    version_id: str | None = None
+    removed: bool = False
+
+
+@contextmanager
+def frozen_snapshot(env: Environment, vcenter: str, vm: VmInfo,
+                    session_id: str) -> Iterator[FrozenDisks]:
+    """Leftovers of killed sessions removed, then a (quiesced if possible) snapshot; it is
+    released on every exit path (release_snapshot: retried, loud if it stays)."""
+    remove_leftover_snapshots(env, vcenter, vm)
+    frozen = FrozenDisks(create_snapshot(env, vcenter, vm, session_id))
+    try:
+        yield frozen
+    finally:
+        frozen.removed = release_snapshot(env, vcenter, frozen.snap, vm.name,
+                                          frozen.version_id)
