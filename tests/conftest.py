@@ -4,7 +4,9 @@ and a fresh data-centre file, store and catalog per test."""
 from __future__ import annotations
 
 import atexit
+import hashlib
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,13 @@ import pytest
 import yaml
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# pytest keeps the newest three base temp dirs under one root per user and deletes older
+# ones: two checkouts testing at once would delete each other's simulators and servers.
+# One root per checkout (read lazily by pytest's tmp_path factory).
+_checkout = hashlib.sha1(__file__.encode()).hexdigest()[:8]
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT",
+                      str(Path(tempfile.gettempdir()) / f"dpflow-tests-{_checkout}"))
+Path(os.environ["PYTEST_DEBUG_TEMPROOT"]).mkdir(exist_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -93,6 +93,10 @@ def test_guest_writes_during_backup_do_not_reach_the_version(vcsim, dc_config, t
     assert disk_bytes(vcsim, f"{vm}-r", 0, len(data)) == data
 
 
+def fault_hits(vcsim, method: str) -> int:
+    return sum(f.get("hits", 0) for f in vcsim.faults() if f.get("method") == method)
+
+
 def test_quiesce_fault_is_retried_then_quiesced(vcsim, dc_config, tmp_path):
     from flows.vm_image import backup_vm_image
 
@@ -100,6 +104,7 @@ def test_quiesce_fault_is_retried_then_quiesced(vcsim, dc_config, tmp_path):
     vcsim.set_fault(method="CreateSnapshot_Task", kind="task", fault="ApplicationQuiesceFault",
                     count=1)
     r = backup_vm_image(str(dc_config), vm)
+    assert fault_hits(vcsim, "CreateSnapshot_Task") == 1  # the first attempt did fail
     assert r.status == "completed" and r.quiesced is True
     assert "crash-consistent" not in versions(dc_config, vm)[0].note
 
@@ -154,8 +159,16 @@ def test_permanent_read_failure_leaves_nothing(vcsim, dc_config, tmp_path):
     assert versions(dc_config, vm) == []
     store = environment(dc_config).store()
     assert list(store.versions_dir.iterdir()) == []  # no manifest refers to any chunk
-    sessions = environment(dc_config).catalog()
-    assert sessions  # the failed session itself is recorded (checked in test_cli)
+    from sqlalchemy import select
+
+    from dpflow.catalog import ObjectRow, SessionRow
+
+    cat = environment(dc_config).catalog()
+    with cat.session() as db:
+        rows = db.scalars(select(SessionRow).join(ObjectRow).where(ObjectRow.name == vm)).all()
+        recorded = [(s.kind, s.status, s.message) for s in rows]
+    assert [(k, st) for k, st, _ in recorded] == [("backup-image", "failed")]
+    assert "503" in recorded[0][2] or "unavailable" in recorded[0][2].lower(), recorded
 
 
 def test_remove_snapshot_fault_is_retried(vcsim, dc_config, tmp_path):
@@ -164,6 +177,7 @@ def test_remove_snapshot_fault_is_retried(vcsim, dc_config, tmp_path):
     vm, _ = new_vm(vcsim, tmp_path, [4 * MiB])
     vcsim.set_fault(method="RemoveSnapshot_Task", kind="task", fault="Timedout", count=2)
     r = backup_vm_image(str(dc_config), vm)
+    assert fault_hits(vcsim, "RemoveSnapshot_Task") == 2  # two removals failed, the third held
     assert r.status == "completed" and r.snapshot_removed
     assert vcsim.snapshot_count(vm) == 0
 
