@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     create_engine,
@@ -251,7 +252,7 @@ class FileCatalog:
                               files_changed=sum(1 for f in files if f.get("changed"))))
             db.flush()
             if files:
-                db.execute(FileRow.__table__.insert(),
+                db.execute(cast(Table, FileRow.__table__).insert(),  # one executemany
                            [{**f, "version_id": version_id} for f in files])
 
     def file_sets(self, name: str) -> list[FileSetRow]:
@@ -267,7 +268,7 @@ class FileCatalog:
 
     def file_set(self, version_id: str) -> FileSetRow:
         with self.session() as db:
-            row = db.get(FileSetRow, version_id)
+            row: FileSetRow | None = db.get(FileSetRow, version_id)
             if row is None:
                 raise NotFound(f"'{version_id}' is not a file-level version: "
                                f"`dpflow versions` lists image versions")

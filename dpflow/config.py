@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -46,7 +46,9 @@ class SecretRef(Strict):
         from prefect.blocks.system import Secret
 
         try:
-            return str(Secret.load(self.prefect_secret).get())
+            assert self.prefect_secret is not None  # _one_source: env or prefect_secret
+            block: Any = Secret.load(self.prefect_secret)
+            return str(block.get())
         except ValueError as exc:
             raise UserError(
                 f"secret not found: Prefect Secret block '{self.prefect_secret}' does not "

@@ -28,7 +28,7 @@ def home() -> Path:
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as r:  # noqa: S310 - local
-            return r.status == 200
+            return bool(r.status == 200)
     except OSError:
         return False
 
@@ -36,7 +36,7 @@ def _healthy(url: str) -> bool:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def quiet_defaults() -> None:
@@ -58,7 +58,7 @@ def ensure_server() -> str:
         return os.environ["PREFECT_API_URL"]
     state = home() / "prefect-server.json"
     if state.exists():
-        url = json.loads(state.read_text())["api_url"]
+        url = str(json.loads(state.read_text())["api_url"])
         if _healthy(url):
             os.environ["PREFECT_API_URL"] = url
             return url

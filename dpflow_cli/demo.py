@@ -146,7 +146,7 @@ def run_demo(workdir: Path, disk_mib: int, console: Console) -> None:
         day2_digest = file_digest(day2, size)
         from dpflow.environment import environment
 
-        inc_note = environment(config).catalog().version(inc.version_id).note
+        inc_note = environment(config).catalog().version(str(inc.version_id)).note
         console.print(f"  {inc.status}: read {inc.bytes_read / 1e6:,.1f} MB of "
                       f"{size / 1e6:,.0f} MB, stored {inc.bytes_added / 1e6:,.1f} MB, "
                       f"{inc.seconds:.1f}s ({inc_note})")

@@ -107,26 +107,26 @@ def run_files_demo(sim: Any, config_path: str | Path, workdir: Path,
 
         console.rule("restore one changed file of each guest to a directory")
         out = workdir / "restored-files"
-        a = restore_vm_files(cfg, WIN_VM, str(out), ["/notes.txt"], conflict="overwrite")
-        b = restore_vm_files(cfg, LINUX_VM, str(out), ["/etc/app/app.conf"],
+        ra = restore_vm_files(cfg, WIN_VM, str(out), ["/notes.txt"], conflict="overwrite")
+        rb = restore_vm_files(cfg, LINUX_VM, str(out), ["/etc/app/app.conf"],
                              conflict="overwrite")
         same_win = (out / "d0p1/notes.txt").read_bytes() == new_notes
         same_lin = (out / "d0p1/etc/app/app.conf").read_bytes() == src.read_bytes()
         console.print(f"  {out}/d0p1/notes.txt and etc/app/app.conf: same bytes as the "
-                      f"guests: {same_win and same_lin} ({a.seconds + b.seconds:.1f}s)")
+                      f"guests: {same_win and same_lin} ({ra.seconds + rb.seconds:.1f}s)")
         rows.append(("restore changed files to a directory", _ok(same_win and same_lin),
-                     f"{a.files + b.files} files, compared byte for byte"))
+                     f"{ra.files + rb.files} files, compared byte for byte"))
 
         console.rule("one file straight out of an image version (no VM restore)")
-        img = backup_vm_image(cfg, LINUX_VM)
+        image = backup_vm_image(cfg, LINUX_VM)
         out2 = workdir / "restored-from-image"
-        r = restore_files_from_image(cfg, LINUX_VM, str(out2), ["/srv/data/orders.db"],
-                                     img.version_id, conflict="overwrite")
+        fr = restore_files_from_image(cfg, LINUX_VM, str(out2), ["/srv/data/orders.db"],
+                                      image.version_id, conflict="overwrite")
         same = (out2 / "d0p1/srv/data/orders.db").read_bytes() == linux["srv/data/orders.db"]
-        share = 100 * r.source_bytes_read / max(1, r.image_bytes)
-        console.print(f"  /srv/data/orders.db from image version {img.version_id}: "
-                      f"{r.seconds:.2f}s, {r.source_bytes_read / 1e6:.1f} MB read of a "
-                      f"{r.image_bytes / 1e6:.0f} MB image ({share:.1f} %), same bytes: {same}")
+        share = 100 * fr.source_bytes_read / max(1, fr.image_bytes)
+        console.print(f"  /srv/data/orders.db from image version {image.version_id}: "
+                      f"{fr.seconds:.2f}s, {fr.source_bytes_read / 1e6:.1f} MB read of a "
+                      f"{fr.image_bytes / 1e6:.0f} MB image ({share:.1f} %), same bytes: {same}")
         rows.append(("one file out of an image version", _ok(same),
-                     f"{r.seconds:.2f}s, read {share:.1f} % of the image"))
+                     f"{fr.seconds:.2f}s, read {share:.1f} % of the image"))
     return rows

@@ -146,6 +146,7 @@ def restore_files(
         if into_guest is not None:
             return restore_vm_files_into_guest(cfg, vm, into_guest, patterns, vid, conflict,
                                                guest_user, guest_password_env)
+        assert to is not None  # check() demanded exactly one of --to / --into-guest
         run = restore_files_from_image if from_image else restore_vm_files
         return run(cfg, vm, str(to.resolve()), patterns, vid, conflict)
     r = guard(go)

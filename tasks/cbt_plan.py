@@ -52,8 +52,8 @@ def plan_read(hv: Hypervisor, snap: SnapshotRef, disk: DiskInfo, prev: DiskManif
         why = "store chunk size changed"
     elif not prev.change_id:
         why = "previous version has no changeId"
-    if why:
-        return _full(hv, snap, disk, chunk_size, why)
+    if why or not prev.change_id:
+        return _full(hv, snap, disk, chunk_size, why or "previous version has no changeId")
     try:
         areas = hv.changed_areas(snap, disk, prev.change_id)
     except CbtUnusable as exc:

@@ -31,7 +31,7 @@ def _file_refs(env: Environment, store_name: str) -> Iterator[tuple[str, str]]:
         q = (select(FileRow.version_id, FileRow.chunks).join(VersionRow)
              .where(VersionRow.store == store_name, FileRow.chunks.is_not(None)))
         for vid, chunks in db.execute(q):
-            for cid in json.loads(chunks):
+            for cid in json.loads(chunks or "[]"):
                 if cid:
                     yield vid, cid
 
