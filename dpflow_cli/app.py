@@ -40,16 +40,28 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="DPFLOW_CONFIG
 DEFAULT_CONFIG = Path("dpflow.yaml")
 
 
+EXIT_FAILED, EXIT_USER, EXIT_PARTIAL = 1, 2, 3  # the contract: README "Exit codes"
+
+
+def exit_for(statuses: list[str]) -> None:
+    """Leave with the contracted code: 1 if anything failed, 3 if anything was skipped or
+    only partly done, else 0 (return normally)."""
+    if "failed" in statuses:
+        raise typer.Exit(EXIT_FAILED)
+    if "skipped" in statuses or "partial" in statuses:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
 def guard(fn: Callable[[], T]) -> T:
     """Turn dpflow's errors into one line and an exit code."""
     try:
         return fn()
     except UserError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USER) from None
     except DpflowError as exc:
         err.print(f"[bold red]failed:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 def prepare(config: Path, *, touch_vcenter: bool = True) -> str:

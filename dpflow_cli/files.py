@@ -19,6 +19,7 @@ from dpflow_cli.app import (
     app,
     backup_app,
     console,
+    exit_for,
     guard,
     mb,
     prepare,
@@ -59,12 +60,16 @@ def backup_files(
         return backup_vm_files(cfg, vm, level, include, exclude, store, full_if_needed)
     r = guard(go)
     vols = ", ".join(f"{v['name']}={v['fs_type'] or 'unreadable'}" for v in r.volumes)
-    console.print(f"[green]{r.status}[/] {r.level} file backup of {r.vm}: version "
+    colour = "green" if r.status == "completed" else "yellow"
+    console.print(f"[{colour}]{r.status}[/] {r.level} file backup of {r.vm}: version "
                   f"{r.version_id}, {r.files:,} objects, {r.files_read:,} files read "
                   f"({mb(r.bytes_read)}), {mb(r.bytes_added)} added, {r.seconds:.1f}s "
                   f"[{vols}]")
-    for p in r.problems[:20]:
+    for p in r.problems:
         console.print(f"[yellow]warning:[/] {p}", highlight=False)
+    if r.problems:
+        console.print(f"[yellow]{len(r.problems)} problem(s) in all[/]")
+    exit_for([r.status])
 
 @app.command()
 def find(

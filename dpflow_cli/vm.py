@@ -13,6 +13,7 @@ from dpflow_cli.app import (
     app,
     backup_app,
     console,
+    exit_for,
     guard,
     mb,
     prepare,
@@ -40,13 +41,13 @@ def backup_vm(names: Annotated[list[str], typer.Argument(help="VM names")],
     results = guard(go)
     table = Table("VM", "status", "version", "quiesced", "read", "added", "time", "note")
     for r in results:
-        colour = {"completed": "green", "skipped": "yellow"}.get(r.status, "red")
+        colour = {"completed": "green", "skipped": "yellow", "partial": "yellow"}.get(
+            r.status, "red")
         table.add_row(r.vm, f"[{colour}]{r.status}[/]", r.version_id or "-",
                       "-" if r.quiesced is None else ("yes" if r.quiesced else "no"),
                       mb(r.bytes_read), mb(r.bytes_added), f"{r.seconds:.1f}s", r.message)
     console.print(table)
-    if any(r.status == "failed" for r in results):
-        raise typer.Exit(1)
+    exit_for([r.status for r in results])
 
 
 @restore_app.command("vm")

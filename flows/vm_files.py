@@ -17,11 +17,13 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from dpflow.environment import open_environment
-from dpflow.errors import UserError, first_line
+from dpflow.errors import PermanentError, UserError, first_line
 from dpflow.guestfs.target import CONFLICTS
 from dpflow.locks import exclusive
+from flows.outcomes import ended
 from tasks.catalog import close_session, open_session
 from tasks.guestfiles import (
+    DiskFiles,
     FileRestore,
     backup_disk_files,
     commit_files_version,
@@ -37,7 +39,7 @@ from tasks.vsphere import check_space, find_vm, frozen_snapshot, snapshot_disks
 
 class FileBackupResult(BaseModel):
     vm: str
-    status: Literal["completed", "skipped", "failed"]
+    status: Literal["completed", "partial", "skipped", "failed"]
     session_id: str
     level: str
     base_version: str | None = None
@@ -80,13 +82,14 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
                 log.warning("skipping %s: %s", vm, why_not)
                 s.status = result.status = "skipped"
                 s.message = result.message = why_not
-                return result
+                return ended(result, "skipped", why_not)
             with registered(env, store, s.id):
                 with frozen_snapshot(env, vcenter, info, s.id) as frozen:
                     disks = snapshot_disks(env, vcenter, frozen.snap)
                     parts = [backup_disk_files(env, vcenter, vm, d, i, base, include, exclude,
                                                store) for i, d in enumerate(disks)]
                     problems = [p for part in parts for p in part.problems]
+                    require_a_readable_volume(vm, parts)
                     note = ("" if frozen.snap.quiesced
                             else "crash-consistent: the guest was not quiesced")
                     if problems:
@@ -95,16 +98,29 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
                         env, store, s.id, info, frozen.snap.quiesced, level, base, parts, note)
             for p in problems:
                 log.warning("%s: %s", vm, p)
-            s.status = "completed"
+            s.status = "partial" if problems else "completed"
+            if problems:
+                s.message = f"{len(problems)} problem(s), first: {problems[0]}"
             s.bytes_read = sum(p.bytes_read for p in parts)
             s.bytes_written = sum(p.bytes_added for p in parts)
-            return result.model_copy(update=dict(
-                status="completed", version_id=frozen.version_id,
+            return ended(result.model_copy(update=dict(
+                status=s.status, message=s.message, version_id=frozen.version_id,
                 quiesced=frozen.snap.quiesced, files=sum(len(p.files) for p in parts),
                 files_read=sum(p.files_read for p in parts), bytes_read=s.bytes_read,
                 bytes_added=s.bytes_written, volumes=[v for p in parts for v in p.volumes],
                 problems=problems, snapshot_removed=frozen.removed,
-                seconds=time.perf_counter() - t0))
+                seconds=time.perf_counter() - t0)), s.status, s.message)
+
+
+def require_a_readable_volume(vm: str, parts: list[DiskFiles]) -> None:
+    """A file-level version in which no guest file system could be read protects nothing:
+    fail (no version) rather than catalogue an empty one."""
+    volumes = [v for p in parts for v in p.volumes]
+    if not any(v.get("fs_type") not in (None, "swap", "lvm") for v in volumes):
+        seen = ", ".join(f"{v['name']}: {v.get('error') or 'no file system'}"
+                         for v in volumes) or "no partition or volume found"
+        raise PermanentError(f"no guest file system of {vm} could be read ({seen}); nothing "
+                             f"was protected: back it up as an image instead")
 
 
 def _check_restore_input(conflict: str) -> None:

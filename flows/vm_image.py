@@ -20,6 +20,7 @@ from dpflow.errors import UserError, first_line
 from dpflow.locks import exclusive
 from dpflow.store.manifest import VersionManifest
 from drivers.protocols import VmInfo
+from flows.outcomes import ended
 from tasks.media import (
     DiskCopy,
     backup_disk,
@@ -90,7 +91,7 @@ def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupRes
                 get_run_logger().warning("skipping %s: %s", vm, why_not)
                 s.status = result.status = "skipped"
                 s.message = result.message = why_not
-                return result
+                return ended(result, "skipped", why_not)
             with registered(env, store, s.id):
                 previous = previous_version(env, vm, store)
                 enable_change_tracking(env, vcenter, info)

@@ -342,12 +342,28 @@ def test_unknown_and_damaged_volumes_are_reported_not_fatal(vcsim, dc_config, im
                                              (broken, "ntfs")])
     vm = new_vm(vcsim, "damaged", [disk])
     r = backup_vm_files(str(dc_config), vm)
-    assert r.status == "completed"
+    assert r.status == "partial" and r.problems  # done, but not everything: never "green"
+    session = environment(dc_config).catalog().get_session(r.session_id)
+    assert session.status == "partial" and "problem" in session.message
     vols = {v["name"]: v for v in r.volumes}
     assert vols["d0p1"]["fs_type"] == "ext4"
     assert vols["d0p2"]["fs_type"] is None and "unknown" in vols["d0p2"]["error"]
     assert vols["d0p3"]["fs_type"] is None or any("d0p3" in p for p in r.problems)
     assert r.files_read == len(EXT_FILES)
+
+
+def test_no_readable_file_system_fails_with_no_version(vcsim, dc_config, tmp_path):
+    from flows.vm_files import backup_vm_files
+
+    junk = tmp_path / "junk.img"
+    junk.write_bytes(os.urandom(8 * MiB))
+    disk = tmp_path / "junk-disk.img"
+    partitioned_disk(disk, 16 * MiB, "mbr", [(junk, "linux")])
+    vm = new_vm(vcsim, "junk", [disk])
+    with pytest.raises(DpflowError, match="nothing was protected"):
+        backup_vm_files(str(dc_config), vm)
+    assert environment(dc_config).catalog().file_sets(vm) == []
+    assert vcsim.snapshot_count(vm) == 0
 
 
 def test_single_file_out_of_an_image_version(vcsim, dc_config, images, tmp_path):
