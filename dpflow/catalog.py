@@ -285,12 +285,23 @@ class FileCatalog:
 
 class Catalog(ReplicaCatalog, FileCatalog):
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url, future=True)
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+        safe = url.split("@")[-1] if "@" in url else url  # never echo a password
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, future=True)
+            if url.startswith("sqlite"):
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(self.engine)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise UserError(f"catalog_url ...{safe}: no database driver for it ({exc}); use "
+                            f"sqlite:///FILE or postgresql+psycopg://...") from exc
+        except (OperationalError, OSError) as exc:
+            why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise UserError(f"cannot open the catalog ...{safe}: {why}; check catalog_url "
+                            f"and that the path or server is writable/reachable") from exc
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

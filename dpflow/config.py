@@ -225,7 +225,36 @@ def load(path: Path) -> DataCentre:
         dc = DataCentre.model_validate(raw)
     except ValidationError as exc:
         raise UserError(_first_error_line(path, exc)) from exc
-    return _anchor_paths(dc, path.parent.resolve())
+    dc = _anchor_paths(dc, path.parent.resolve())
+    for ep in [*dc.vcenters, *dc.arrays]:
+        if ep.ca_file is not None:
+            _check_ca_file(path, ep.name, ep.ca_file)
+    _check_catalog_url(path, dc.catalog_url)
+    return dc
+
+
+def _check_ca_file(config: Path, endpoint: str, ca: Path) -> None:
+    """A CA bundle that is missing or not PEM fails here, not as a TLS traceback later."""
+    try:
+        head = ca.read_bytes()[:1 << 20]
+    except OSError as exc:
+        raise UserError(f"bad config {config}: {endpoint}: ca_file {ca}: {exc.strerror}; "
+                        f"point it at the PEM bundle of the CA that signed the endpoint") from exc
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise UserError(f"bad config {config}: {endpoint}: ca_file {ca} holds no PEM "
+                        f"certificate (-----BEGIN CERTIFICATE-----); export the CA as PEM")
+
+
+def _check_catalog_url(config: Path, url: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except ArgumentError as exc:
+        raise UserError(f"bad config {config}: catalog_url '{url}' is not a database URL "
+                        f"(e.g. sqlite:///catalog.db or postgresql+psycopg://user@host/db)"
+                        ) from exc
 
 
 def _anchor_paths(dc: DataCentre, base: Path) -> DataCentre:

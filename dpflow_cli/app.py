@@ -65,16 +65,19 @@ def guard(fn: Callable[[], T]) -> T:
 
 
 def prepare(config: Path, *, touch_vcenter: bool = True) -> str:
-    """Validate the config and the vCenters, start/find the Prefect server; returns config."""
+    """Validate the config and the vCenters, start/find the Prefect server; returns config.
+
+    The check runs in its own opened environment, released after it: a driver that failed
+    its login is never kept for the flow (which opens the environment again)."""
     from dpflow import prefect_server
 
     def go() -> str:
-        from dpflow.environment import environment
+        from dpflow.environment import open_environment
 
-        env = environment(config)
-        if touch_vcenter:
-            for vc in env.dc.vcenters:
-                env.hypervisor(vc.name).check()
+        with open_environment(config) as env:
+            if touch_vcenter:
+                for vc in env.dc.vcenters:
+                    env.hypervisor(vc.name).check()
         prefect_server.ensure_server()
         return str(config.resolve())
     return guard(go)

@@ -102,7 +102,9 @@ class VSphere:
             return self._si
 
     def check(self) -> None:
+        """The login works and the configured datacenter exists (user mistakes if not)."""
         _ = self.si.content.about.apiVersion
+        self._datacenter()
 
     def close(self) -> None:
         with self._lock:

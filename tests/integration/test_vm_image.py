@@ -6,6 +6,7 @@ was taken; every failure path is checked for leftovers (snapshots, versions, VMs
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import uuid
@@ -223,8 +224,13 @@ def test_same_vm_sessions_never_overlap(vcsim, dc_config, tmp_path):
     vm, _ = new_vm(vcsim, tmp_path, [8 * MiB])
     vcsim.set_fault(path=r"-flat\.vmdk$", kind="delay", ms=40, count=0)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(
-        backup_vm_image(str(dc_config), vm))) for _ in range(2)]
+    def one() -> None:
+        results.append(backup_vm_image(str(dc_config), vm))
+
+    # each thread runs in a copy of this context: Prefect's settings (the test server's
+    # API URL) live in a context variable, not in the new thread's defaults
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(one,))
+               for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
