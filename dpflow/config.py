@@ -151,6 +151,26 @@ class Array(Endpoint):
         return f"https://{self.host}:{self.port}"
 
 
+class Database(Strict):
+    """An Oracle database protected by Zero Downtime Backup on array replicas."""
+
+    name: str = Field(description="the database name (v$database.name)")
+    dsn: str = Field(description="Oracle Net address, e.g. 'dbhost:1521/ORCL'")
+    user: str = "sys"
+    password: SecretRef
+    connect: str = Field("oracledb:connect", description="the connection factory, "
+                         "'module:callable' (python-oracledb's by default)")
+    connect_timeout_s: float = Field(15.0, gt=0, description="outer deadline of a connect")
+    array: str | None = Field(None, description="the array holding its LUNs (default: first)")
+    vm: str | None = Field(None, description="the VM running it: its RDM disks are checked")
+    replica_kind: Literal["snapshot", "vsnap", "snapclone", "mirrorclone"] | None = None
+    keep: int | None = Field(None, ge=1, le=64)
+    include_log_luns: bool = Field(False, description="replicate control file / online redo "
+                                   "LUNs when they share LUNs with datafiles")
+    backup_dir: str = Field("/u01/app/oracle/dpflow", description="directory on the database "
+                            "host where the backup control file is written")
+
+
 class DataCentre(Strict):
     vcenters: list[VCenter] = []
     stores: list[Store] = Field(min_length=1)
@@ -159,6 +179,7 @@ class DataCentre(Strict):
     change_tracking: ChangeTracking = ChangeTracking()
     catalog_url: str = "sqlite:///catalog.db"
     arrays: list[Array] = []
+    databases: list[Database] = []
 
     @model_validator(mode="after")
     def _unique_names(self) -> DataCentre:
@@ -192,6 +213,14 @@ class DataCentre(Strict):
                 return a
         known = ", ".join(a.name for a in self.arrays)
         raise UserError(f"unknown array '{name}': the config defines {known}")
+
+    def database(self, name: str) -> Database:
+        for d in self.databases:
+            if d.name.upper() == name.upper():
+                return d
+        known = ", ".join(d.name for d in self.databases) or "no databases"
+        raise UserError(f"unknown database '{name}': the config defines {known} "
+                        f"(add it under 'databases:')")
 
 
 def _first_error_line(path: Path, exc: ValidationError) -> str:

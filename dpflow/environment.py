@@ -17,9 +17,11 @@ from dpflow.catalog import Catalog
 from dpflow.errors import NotFound, UserError
 from dpflow.store import ChunkStore
 from dpflow.store.crypto import parse_key
+from drivers.oracle_protocol import OracleDatabase
 from drivers.protocols import ArrayDriver, Hypervisor, VmInfo
 
-DRIVERS = {"vsphere": "drivers.vsphere:VSphere", "smis": "drivers.smis:open_array"}
+DRIVERS = {"vsphere": "drivers.vsphere:VSphere", "smis": "drivers.smis:open_array",
+           "oracle": "drivers.oracle:open_database"}
 _lock = threading.Lock()
 
 
@@ -29,6 +31,7 @@ class Environment:
         self.dc = cfg.load(path)
         self._hypervisors: dict[str, Hypervisor] = {}
         self._arrays: dict[str, ArrayDriver] = {}
+        self._databases: dict[str, OracleDatabase] = {}
         self._catalog: Catalog | None = None
 
     def hypervisor(self, name: str | None = None) -> Hypervisor:
@@ -52,6 +55,16 @@ class Environment:
                 make = getattr(importlib.import_module(module), factory)
                 self._arrays[a.name] = make(a, a.password.resolve())
             return self._arrays[a.name]
+
+    def database(self, name: str) -> OracleDatabase:
+        """The driver of a configured Oracle database (one connection, reused)."""
+        d = self.dc.database(name)
+        with _lock:
+            if d.name not in self._databases:
+                module, factory = DRIVERS["oracle"].split(":")
+                make = getattr(importlib.import_module(module), factory)
+                self._databases[d.name] = make(d, d.password.resolve())
+            return self._databases[d.name]
 
     def locate_vm(self, vm: str) -> tuple[str, VmInfo]:
         """The vCenter that holds `vm`, and the VM: the first that knows it wins."""
@@ -83,6 +96,9 @@ class Environment:
         for a in self._arrays.values():
             a.close()
         self._arrays.clear()
+        for d in self._databases.values():
+            d.close()
+        self._databases.clear()
 
 
 @cache

@@ -46,8 +46,8 @@ def create_database(root: Path | str, name: str, array: Any, host: str, san: dic
     dfs: list[dict[str, Any]] = []
 
     def lun(vdisk: str, size: int) -> tuple[int, str]:
-        array.create_vdisk(vdisk, size, pool)
-        return array.present(vdisk, host).lun, array.get_vdisk(vdisk).wwn
+        wwn = array.create_vdisk(vdisk, size, pool).wwn
+        return array.present(vdisk, host).lun, wwn
 
     cf_names = []
     for n, size in enumerate(datafiles, 1):
