@@ -23,6 +23,7 @@ from tasks.catalog import close_session, open_session
 from tasks.guestfiles import (
     FileRestore,
     backup_disk_files,
+    check_restore_target,
     commit_files_version,
     image_version_of,
     plan_level,
@@ -140,6 +141,7 @@ def restore_vm_files(config: str, vm: str, target: str, patterns: list[str],
     t0 = time.perf_counter()
     _check_restore_input(conflict)
     version_id, _ = select_catalogued(config, vm, patterns, version)
+    check_restore_target(config, target)
     SafeTarget(target).close()  # not writable: one line, before anything is read
     session_id = open_session(config, "restore-files", vm, "vmfiles")
     try:
@@ -147,8 +149,8 @@ def restore_vm_files(config: str, vm: str, target: str, patterns: list[str],
     except BaseException as exc:
         close_session(config, session_id, "failed", first_line(exc))
         raise
-    close_session(config, session_id, "completed", f"from version {version_id}", 0,
-                  r.bytes_written)
+    close_session(config, session_id, "completed", f"from version {version_id}: {r.totals()}",
+                  0, r.bytes_written)
     return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
                              target=target, seconds=time.perf_counter() - t0)
 
@@ -164,6 +166,7 @@ def restore_files_from_image(config: str, vm: str, target: str, patterns: list[s
     t0 = time.perf_counter()
     _check_restore_input(conflict)
     version_id = image_version_of(config, vm, version)
+    check_restore_target(config, target)
     SafeTarget(target).close()
     session_id = open_session(config, "restore-files-image", vm)
     try:
@@ -171,8 +174,9 @@ def restore_files_from_image(config: str, vm: str, target: str, patterns: list[s
     except BaseException as exc:
         close_session(config, session_id, "failed", first_line(exc))
         raise
-    close_session(config, session_id, "completed", f"from image version {version_id}",
-                  r.source_bytes_read, r.bytes_written)
+    close_session(config, session_id, "completed",
+                  f"from image version {version_id}: {r.totals()}", r.source_bytes_read,
+                  r.bytes_written)
     return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="image",
                              target=target, seconds=time.perf_counter() - t0)
 
@@ -197,7 +201,7 @@ def restore_vm_files_into_guest(config: str, vm: str, guest_dir: str, patterns: 
     except BaseException as exc:
         close_session(config, session_id, "failed", first_line(exc))
         raise
-    close_session(config, session_id, "completed", f"from version {version_id} into the guest",
-                  0, r.bytes_written)
+    close_session(config, session_id, "completed",
+                  f"from version {version_id} into the guest: {r.totals()}", 0, r.bytes_written)
     return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
                              target=f"guest:{guest_dir}", seconds=time.perf_counter() - t0)

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import blake3
@@ -15,8 +16,9 @@ from pydantic import BaseModel
 
 from dpflow.environment import environment
 from dpflow.errors import NotFound, UserError
-from dpflow.guestfs import ImageDisk, RangeFile, SafeTarget, UnsafePath, discover, split_path
+from dpflow.guestfs import ImageDisk, RangeFile, SafeTarget, discover, split_path
 from dpflow.guestfs.fs import Entry, GuestVolume
+from dpflow.guestfs.restore import FileRestore, Restorer, mode_of, restore_volume
 from dpflow.guestfs.select import Selection
 from dpflow.store import ChunkStore, VersionManifest
 from dpflow.store.manifest import read_manifest, write_manifest
@@ -37,17 +39,6 @@ class DiskFiles(BaseModel):
     bytes_added: int = 0
     device_bytes_read: int = 0  # bytes read from the snapshot disk (metadata included)
     problems: list[str] = []
-
-
-class FileRestore(BaseModel):
-    files: int = 0
-    bytes_written: int = 0
-    skipped: list[str] = []
-    refused: list[str] = []
-    renamed: list[str] = []
-    source_bytes_read: int = 0  # store bytes (image) fetched for this restore
-    source_chunks_read: int = 0
-    image_bytes: int = 0
 
 
 # --- planning (catalog only: before any hardware) ----------------------------------------
@@ -374,55 +365,15 @@ def restore_catalogued_files(config: str, vm: str, version: str, patterns: list[
     row = env.catalog().version(version)
     store = env.store(row.store)
     _, rows = select_catalogued(config, vm, patterns, version)
-    out = FileRestore()
     with SafeTarget(target) as t:
-        for r in rows:
-            parts = (r.volume, *split_path(r.path))
-            _restore_one(t, out, parts, r.kind, r.mode, r.mtime_ns, r.attributes, r.target,
-                         conflict, lambda r=r: _blocks(store, r))
-        t.finish_dirs()
-    return out
-
-
-def _mode_of(mode: int | None, attributes: int | None) -> int | None:
-    if mode is not None:
-        return mode & 0o7777 & ~0o6000  # never set-id bits from a guest
-    if attributes is not None:
-        return 0o444 if attributes & 0x1 else 0o644  # NTFS read-only attribute
-    return None
-
-
-def _restore_one(t: SafeTarget, out: FileRestore, parts: tuple[str, ...], kind: str,
-                 mode: int | None, mtime_ns: int, attributes: int | None, link: str | None,
-                 conflict: str, blocks: Any) -> None:
-    where = "/".join(parts)
-    try:
-        if kind == "dir":
-            t.mkdir(parts, mode & 0o7777 if mode is not None else None, mtime_ns)
-            return
-        if kind == "symlink":
-            status = t.symlink(parts, link or "", conflict)
-        elif kind == "file":
-            def counted() -> Iterator[bytes]:
-                for b in blocks():
-                    out.bytes_written += len(b)
-                    yield b
-            status = t.write_file(parts, counted(), _mode_of(mode, attributes), mtime_ns,
-                                  conflict)
-        else:
-            out.refused.append(f"{where}: {kind} not created")
-            return
-    except UnsafePath as exc:
-        out.refused.append(f"{where}: {exc}")
-        return
-    if status.startswith("refused"):
-        out.refused.append(f"{where}: {status}")
-    elif status == "skipped":
-        out.skipped.append(where)
-    else:
-        if status.startswith("renamed:"):
-            out.renamed.append(f"{where} -> {status.split(':', 1)[1]}")
-        out.files += 1
+        r = Restorer(t, conflict)
+        for f in rows:
+            r.restore((f.volume, *split_path(f.path)), f.kind, mode=f.mode,
+                      mtime_ns=f.mtime_ns, attributes=f.attributes, link=f.target,
+                      inode=f.inode or 0, nlink=f.nlink or 1,
+                      blocks=lambda f=f: _blocks(store, f))
+        r.finish()
+    return r.out
 
 
 @step(name="restore files from image", retries=1)
@@ -437,38 +388,34 @@ def restore_image_files(config: str, vm: str, version: str, patterns: list[str],
     out = FileRestore()
     found = 0
     with SafeTarget(target) as t:
+        r = Restorer(t, conflict, out)
         for i, dm in enumerate(manifest.disks):
             img = ImageDisk(store, dm)
             out.image_bytes += dm.capacity_bytes
             dev = RangeFile(img, dm.capacity_bytes, block=64 << 10, cache_blocks=64)
-            for _report, vol in discover(dev, dm.capacity_bytes, i):
+            for report, vol in discover(dev, dm.capacity_bytes, i):
                 if vol is None or not sel.wants_volume(vol.name):
+                    if report.error and sel.wants_volume(report.name):
+                        out.failed.append(f"{report.name}: {report.error}")
                     continue
-                for e in vol.walk(lambda p, d, v=vol.name: sel(v, p, d)):
-                    if not sel.takes(e.volume, e.path):
-                        continue
-                    found += 1
-                    parts = (e.volume, *split_path(e.path))
-                    _restore_one(t, out, parts, e.kind, e.mode, e.mtime_ns, e.attributes,
-                                 e.target, conflict,
-                                 lambda e=e, vol=vol: _stream_blocks(vol.open(e), e.size))
+                found += restore_volume(r, vol, sel)
             out.source_bytes_read += img.bytes_fetched
             out.source_chunks_read += img.chunks_fetched
-        t.finish_dirs()
+        r.finish()
     if not found:
         raise UserError(f"nothing in image version {version} of {vm} matches "
                         f"{' '.join(patterns)!r}")
     return out
 
 
-def _stream_blocks(stream: Any, size: int, block: int = 1 << 20) -> Iterator[bytes]:
-    left = size
-    while left > 0:
-        data = stream.read(min(block, left))
-        if not data:
-            raise OSError(f"file data ends {left} bytes early")
-        left -= len(data)
-        yield data
+def check_restore_target(config: str, target: str | Path) -> None:
+    """A restore never writes into a store: one line before anything is touched."""
+    where = Path(target).expanduser().resolve()
+    for s in environment(config).dc.stores:
+        root = Path(s.path).resolve()
+        if where == root or where.is_relative_to(root):
+            raise UserError(f"restore target {target} is inside store '{s.name}' ({root}): "
+                            f"restore to a directory outside every store")
 
 
 def image_version_of(config: str, vm: str, version: str | None) -> str:
@@ -538,7 +485,7 @@ def restore_into_guest(config: str, vm: str, version: str, patterns: list[str],
             try:
                 data = list(_blocks(store, r))
                 gf.upload(name, data, r.size, overwrite=conflict == "overwrite",
-                          mode=_mode_of(r.mode, r.attributes),
+                          mode=mode_of(r.mode, r.attributes),
                           mtime_s=r.mtime_ns // 10**9, windows=windows)
                 break
             except GuestFileExists:
