@@ -92,6 +92,9 @@ def find(
                       f"{r.size:,}", when, ma, r.owner or "-")
     console.print(table)
 
+SHOWN = 20  # lines per kind on the terminal; the totals and the artifact have them all
+
+
 @restore_app.command("files")
 def restore_files(
     vm: Annotated[str, typer.Argument(help="VM")],
@@ -129,6 +132,9 @@ def restore_files(
         vid = (image_version_of(str(config), vm, version) if from_image
                else select_catalogued(str(config), vm, patterns, version)[0])
         if to is not None:
+            from tasks.guestfiles import check_restore_target
+
+            check_restore_target(str(config), to)
             SafeTarget(to).close()
         return vid
     vid = guard(check)
@@ -149,9 +155,13 @@ def restore_files(
     r = guard(go)
     src = (f", read {mb(r.source_bytes_read)} of a {mb(r.image_bytes)} image"
            if r.source == "image" else "")
-    console.print(f"[green]restored[/] {r.files} object(s) of {vm} version {r.version_id} "
+    console.print(f"[green]restored[/] {r.restored} object(s) of {vm} version {r.version_id} "
                   f"to {r.target}: {mb(r.bytes_written)} in {r.seconds:.1f}s{src}")
     for what, items in (("skipped (exists)", r.skipped), ("renamed", r.renamed),
-                        ("refused", r.refused)):
-        for i in items[:20]:
+                        ("refused", r.refused), ("failed", r.failed)):
+        for i in items[:SHOWN]:
             console.print(f"[yellow]{what}:[/] {i}", highlight=False)
+        if len(items) > SHOWN:
+            console.print(f"[yellow]{what}:[/] ... and {len(items) - SHOWN} more (all of them "
+                          f"in the flow run's artifact)", highlight=False)
+    console.print(f"totals: {r.totals()}", highlight=False)

@@ -14,6 +14,7 @@ import time
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from dpflow.errors import UserError, first_line
@@ -126,6 +127,18 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
                           result.bytes_read, result.bytes_added)
 
 
+def _publish_restore(r: FileRestore, session_id: str, what: str) -> None:
+    """The totals and every renamed, refused, skipped and failed object, kept with the
+    flow run (the catalog's session keeps the totals line)."""
+    lines = [f"# {what}", "", f"session {session_id}: {r.totals()}", ""]
+    for kind, items in (("renamed", r.renamed), ("refused", r.refused),
+                        ("skipped", r.skipped), ("failed", r.failed)):
+        if items:
+            lines += [f"## {kind} ({len(items)})", ""] + [f"- `{i}`" for i in items] + [""]
+    create_markdown_artifact(markdown="\n".join(lines), key=f"restore-{session_id}".lower(),
+                             description=r.totals())
+
+
 def _check_restore_input(conflict: str) -> None:
     if conflict not in CONFLICTS:
         raise UserError(f"unknown conflict policy '{conflict}': use one of "
@@ -149,6 +162,7 @@ def restore_vm_files(config: str, vm: str, target: str, patterns: list[str],
     except BaseException as exc:
         close_session(config, session_id, "failed", first_line(exc))
         raise
+    _publish_restore(r, session_id, f"files of {vm} from version {version_id}")
     close_session(config, session_id, "completed", f"from version {version_id}: {r.totals()}",
                   0, r.bytes_written)
     return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
@@ -174,6 +188,7 @@ def restore_files_from_image(config: str, vm: str, target: str, patterns: list[s
     except BaseException as exc:
         close_session(config, session_id, "failed", first_line(exc))
         raise
+    _publish_restore(r, session_id, f"files of {vm} from image version {version_id}")
     close_session(config, session_id, "completed",
                   f"from image version {version_id}: {r.totals()}", r.source_bytes_read,
                   r.bytes_written)
@@ -201,6 +216,7 @@ def restore_vm_files_into_guest(config: str, vm: str, guest_dir: str, patterns: 
     except BaseException as exc:
         close_session(config, session_id, "failed", first_line(exc))
         raise
+    _publish_restore(r, session_id, f"files of {vm} from version {version_id} into the guest")
     close_session(config, session_id, "completed",
                   f"from version {version_id} into the guest: {r.totals()}", 0, r.bytes_written)
     return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",

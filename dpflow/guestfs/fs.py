@@ -67,6 +67,7 @@ class GuestVolume:
     def __init__(self, name: str, stream: BinaryIO, device: Any) -> None:
         self.name, self.stream, self.device = name, stream, device
         self.problems: list[str] = []
+        self.forged: list[str] = []  # entries refused as forged (also in problems)
         #: where the volume starts on the device (None: not a plain range, e.g. LVM)
         self.base_offset: int | None = None
 
@@ -129,8 +130,9 @@ class GuestVolume:
                 cparts = (*parts, escape_name(name))
                 path = join_path(cparts)
                 if name in (".", ".."):  # the file system's own links are not listed
-                    self.problems.append(f"{self.name}:{join_path(parts)}: forged directory "
-                                         f"entry {name!r}: refused")
+                    self.forged.append(f"{self.name}:{join_path(parts)}: forged directory "
+                                       f"entry {name!r}: refused")
+                    self.problems.append(self.forged[-1])
                     continue
                 try:
                     entry = self._entry(path, child)

@@ -112,8 +112,8 @@ class Restorer:
             out.renamed.append(f"{where} -> {status.split(':', 1)[1]} (already in the "
                                f"target)")
         guest = unescape_name(parts[-1]) if parts else ""
-        if guest != parts[-1] and status not in ("skipped",) and \
-                not status.startswith("refused"):
+        if guest != parts[-1] and status != "skipped" and not status.startswith("refused") \
+                and parts not in self.t.name_changes:  # shortened: listed by finish()
             out.renamed.append(f"{where} (guest name {guest!r} cannot be a file name as "
                                f"is: escaped)")
 
@@ -194,8 +194,9 @@ def restore_volume(r: Restorer, vol: GuestVolume, sel: Selection | None = None) 
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged volume, reported
         vol._problem("/", exc)
-    r.out.failed += vol.problems
-    vol.problems = []
+    r.out.refused += vol.forged
+    r.out.failed += [p for p in vol.problems if p not in vol.forged]
+    vol.problems, vol.forged = [], []
     return found
 
 

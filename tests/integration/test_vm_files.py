@@ -11,6 +11,7 @@ import itertools
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from simulators.guest_fs_images import (
     patch_name,
     write_tree,
 )
+from tests.small_fs import MOUNT, run_on_small_fs
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 _names = itertools.count()
@@ -415,10 +417,45 @@ def test_cli_backup_find_restore_and_bad_input(vcsim, dc_config, images, tmp_pat
     blocker.write_text("x")
     one_line(*cli("restore", "files", vm, "/etc/hostname", "--to", str(blocker / "d"),
                   "-c", c), "not usable")
+    store = dc_config.parent / "store"
+    before = sorted(store.rglob("*"))
+    one_line(*cli("restore", "files", vm, "/etc/hostname", "--to", str(store / "x"),
+                  "-c", c), "inside store 'library'")
+    assert sorted(store.rglob("*")) == before
     code, out = cli("restore", "files", vm, "/etc/hostname", "--to", str(tmp_path / "r"),
                     "-c", c)
     assert code == 0, out
     assert (tmp_path / "r/d0p1/etc/hostname").read_bytes() == EXT_FILES["etc/hostname"]
+    totals = "1 object(s) restored (1 files, 0 hard links, 0 symlinks, 0 directories"
+    assert f"totals: {totals}" in out, out
+    assert totals in last_session(dc_config, "restore-files").message
+
+
+def last_session(config: Path, kind: str):
+    from sqlalchemy import select
+
+    from dpflow.catalog import SessionRow
+
+    with environment(config).catalog().session() as db:
+        return db.scalars(select(SessionRow).where(SessionRow.kind == kind)
+                          .order_by(SessionRow.started.desc())).first()
+
+
+def test_cli_restore_to_a_full_disk_says_how_much_in_one_line(vcsim, dc_config, images):
+    from flows.vm_files import backup_vm_files
+
+    vm = new_vm(vcsim, "full", [images["mbr"]])
+    backup_vm_files(str(dc_config), vm)
+    env = dict(os.environ, COLUMNS="200")
+    p = run_on_small_fs([sys.executable, "-m", "dpflow_cli", "restore", "files", vm, "*",
+                         "--to", f"{MOUNT}/r", "-c", str(dc_config)], "2m", env=env)
+    out = p.stdout + p.stderr
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in out, out
+    assert "restore stopped: target" in out and "is full (No space left on device)" in out
+    assert "object(s) restored" in out and "--conflict skip" in out
+    s = last_session(dc_config, "restore-files")
+    assert s.status == "failed" and "is full" in s.message, s.message
 
 
 def test_in_guest_restore_needs_guest_credentials(dc_config, monkeypatch):

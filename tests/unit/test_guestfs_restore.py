@@ -8,14 +8,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
-
-import pytest
 
 from dpflow.guestfs import RangeFile, SafeTarget, discover
 from dpflow.guestfs.restore import FileRestore, Restorer, TargetFailed, restore_volume
@@ -28,6 +24,7 @@ from simulators.guest_fs_images import (
     patch_name,
     write_tree,
 )
+from tests.small_fs import MOUNT, run_on_small_fs
 from tests.unit.test_guestfs import FileDisk
 
 T0 = 1_600_000_000
@@ -162,23 +159,16 @@ def test_forged_dot_entries_are_refused_and_reported(tmp_path):
     data[i + 2] = ord(".")
     img.write_bytes(bytes(data))
     out = restore_image(img, tmp_path / "t")
-    forged = [f for f in out.failed if "forged directory entry" in f]
+    forged = [f for f in out.refused if "forged directory entry" in f]
     assert len(forged) == 2 and all("d0:/dir" in f for f in forged), out.failed
     assert sorted(p.name for p in (tmp_path / "t/d0/dir").iterdir()) == []
     assert (tmp_path / "t/d0/ok").read_bytes() == b"ok"
 
 
 def in_small_tmpfs(script: str, size: str) -> dict:
-    """`script` run by this Python in a private mount namespace holding a tmpfs of `size`
-    at $TARGET: a real full file system, no root mount touched."""
-    if shutil.which("unshare") is None:
-        pytest.fail("unshare (util-linux) is needed for a real full target")
-    target = "/tmp/dpflow-small-target"
-    cmd = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
-    sh = (f"mkdir -p {target} && mount -t tmpfs -o size={size} none {target} && "
-          f"TARGET={target} exec {sys.executable} -c \"$0\"")
-    p = subprocess.run([*cmd, "sh", "-c", sh, textwrap.dedent(script)], capture_output=True,
-                       text=True, timeout=120, cwd=Path(__file__).parents[2])
+    """`script` run by this Python with a real tmpfs of `size` at $TARGET."""
+    p = run_on_small_fs([sys.executable, "-c", textwrap.dedent(script)], size,
+                        env=dict(os.environ, TARGET=MOUNT), cwd=str(Path(__file__).parents[2]))
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout.strip().splitlines()[-1])
 
