@@ -7,6 +7,8 @@ disks: the catalog never lists a version that cannot be restored.
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +26,10 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    inspect,
     select,
+    text,
+    update,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
@@ -63,6 +68,8 @@ class SessionRow(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     message: Mapped[str] = mapped_column(String(2000), default="")
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the owner process:
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # how a dead one is found
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     ended: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -290,6 +297,7 @@ class Catalog(ReplicaCatalog, FileCatalog):
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -307,7 +315,8 @@ class Catalog(ReplicaCatalog, FileCatalog):
                       flow_run_id: str | None = None) -> str:
         with self.session() as db, db.begin():
             row = SessionRow(kind=kind, object=self._object(db, object_kind, name),
-                             flow_run_id=flow_run_id)
+                             flow_run_id=flow_run_id, host=socket.gethostname(),
+                             pid=os.getpid())
             db.add(row)
             db.flush()
             return row.id
@@ -320,6 +329,24 @@ class Catalog(ReplicaCatalog, FileCatalog):
                 raise NotFound(f"no session {session_id}")
             row.status, row.message, row.ended = status, message[:2000], now()
             row.bytes_read, row.bytes_written = bytes_read, bytes_written
+
+    def running_sessions(self) -> list[SessionRow]:
+        """Sessions still marked running, oldest first (some may have lost their owner)."""
+        with self.session() as db:
+            q = select(SessionRow).where(SessionRow.status == "running")
+            rows = list(db.scalars(q.order_by(SessionRow.started)))
+            for r in rows:
+                _ = r.object
+            return rows
+
+    def abort_session(self, session_id: str, message: str) -> bool:
+        """Close a session whose owner is gone as `aborted`; False if it ended meanwhile."""
+        with self.session() as db, db.begin():
+            done = db.execute(update(SessionRow)
+                              .where(SessionRow.id == session_id,
+                                     SessionRow.status == "running")
+                              .values(status="aborted", message=message[:2000], ended=now()))
+            return bool(done.rowcount)
 
     def get_session(self, session_id: str) -> SessionRow:
         with self.session() as db:
@@ -395,6 +422,19 @@ class Catalog(ReplicaCatalog, FileCatalog):
         if not rows:
             raise NotFound(f"no version of {object_kind} '{name}' in the catalog: back it up first")
         return rows[-1]
+
+
+def _add_missing_columns(engine: Any) -> None:
+    """Add the nullable columns a newer dpflow defines to a catalog made by an older one
+    (additions only: nothing is renamed or dropped)."""
+    have = inspect(engine)
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            present = {c["name"] for c in have.get_columns(table.name)}
+            for col in table.columns:
+                if col.name not in present and col.nullable:
+                    kind = col.type.compile(dialect=engine.dialect)
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -83,11 +83,12 @@ class Environment:
                 self._catalog = Catalog(self.dc.catalog_url)
             return self._catalog
 
-    def store(self, name: str | None = None) -> ChunkStore:
+    def store(self, name: str | None = None, *, create: bool = False) -> ChunkStore:
+        """The configured store, opened; only a backup may `create` it (NotFound else)."""
         s = self.dc.store(name)
         key = parse_key(s.key.resolve()) if s.key else None
         return ChunkStore(s.path, compression_level=s.compression_level, key=key,
-                          pack_target=s.pack_size_mib << 20).init()
+                          pack_target=s.pack_size_mib << 20).init(create=create)
 
     def close(self) -> None:
         for h in self._hypervisors.values():

@@ -65,6 +65,8 @@ def backup_files(
                   f"[{vols}]")
     for p in r.problems[:20]:
         console.print(f"[yellow]warning:[/] {p}", highlight=False)
+    for line in r.leftovers:
+        console.print(f"[yellow]cleaned up:[/] {line}", highlight=False)
 
 @app.command()
 def find(

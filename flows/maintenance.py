@@ -6,7 +6,7 @@ from prefect import flow, get_run_logger
 
 from dpflow.retention import KeepPolicy
 from dpflow.store.maintenance import PruneReport, StoreDamaged, VerifyReport
-from tasks.maintenance import forget, plan_forget, prune_store, verify_store
+from tasks.maintenance import clean_leftovers, forget, plan_forget, prune_store, verify_store
 
 
 @flow(name="verify-store")
@@ -35,6 +35,7 @@ def forget_versions(config: str, policy: KeepPolicy, vm: str | None = None,
                     store: str | None = None, apply: bool = False
                     ) -> dict[str, dict[str, list[str]]]:
     """Apply a keep policy; a dry run unless `apply`. Never forgets a protected version."""
+    clean_leftovers(config, store, apply=apply)
     plan = plan_forget(config, store, vm, policy)
     if apply:
         for decisions in plan.values():
@@ -46,5 +47,12 @@ def forget_versions(config: str, policy: KeepPolicy, vm: str | None = None,
 
 @flow(name="prune-store")
 def prune_media(config: str, store: str | None = None, apply: bool = False) -> PruneReport:
-    """Free the chunks no version references; defers while a backup runs."""
-    return prune_store(config, store, apply)
+    """Free the chunks no version references; defers while a backup runs. Sessions whose
+    owner is gone are closed as aborted and temporary files dead writers left are removed
+    first (a dry run lists them)."""
+    left = clean_leftovers(config, store, apply=apply)
+    report = prune_store(config, store, apply)
+    report.leftover_sessions = left.sessions
+    report.temp_removed = left.temp_files + [t for t in report.temp_removed
+                                             if t not in left.temp_files]
+    return report

@@ -32,7 +32,7 @@ from tasks.guestfiles import (
     restore_image_files,
     select_catalogued,
 )
-from tasks.maintenance import register, unregister
+from tasks.maintenance import clean_leftovers, register, unregister
 from tasks.vsphere import (
     check_space,
     create_snapshot,
@@ -60,6 +60,7 @@ class FileBackupResult(BaseModel):
     seconds: float = 0.0
     snapshot_removed: bool = True
     message: str = ""
+    leftovers: list[str] = []  # what dead runs had left, cleaned up at the start
 
 
 class FileRestoreResult(FileRestore):
@@ -90,6 +91,7 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
                 result.status, result.message = "skipped", why_not
                 return result
             register(config, store, session_id)  # prune waits for us: no chunk vanishes
+            result.leftovers = clean_leftovers(config, store, session_id, ("vm", vm)).lines()
             remove_leftover_snapshots(config, vcenter, info)
             snap = create_snapshot(config, vcenter, info, session_id)
             try:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from dpflow.errors import DpflowError, first_line
 from dpflow.locks import exclusive
 from tasks.catalog import close_session, open_session
-from tasks.maintenance import register, unregister
+from tasks.maintenance import clean_leftovers, register, unregister
 from tasks.media import (
     DiskCopy,
     backup_disk,
@@ -53,6 +53,7 @@ class BackupResult(BaseModel):
     seconds: float = 0.0
     snapshot_removed: bool = True
     message: str = ""
+    leftovers: list[str] = []  # what dead runs had left, cleaned up at the start
 
 
 def version_note(quiesced: bool, copies: list[DiskCopy]) -> str:
@@ -92,6 +93,7 @@ def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupRes
                 result.status, result.message = "skipped", why_not
                 return result
             register(config, store, session_id)  # prune waits for us: no chunk vanishes
+            result.leftovers = clean_leftovers(config, store, session_id, ("vm", vm)).lines()
             remove_leftover_snapshots(config, vcenter, info)
             previous = previous_version(config, vm, store)
             enable_change_tracking(config, vcenter, info)

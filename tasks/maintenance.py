@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+from prefect import get_run_logger
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from dpflow.catalog import FileRow, VersionRow
 from dpflow.environment import environment
+from dpflow.leftovers import close_orphan_sessions
+from dpflow.locks import is_free
 from dpflow.retention import Candidate, KeepPolicy, decide
 from dpflow.store.maintenance import (
     Catalogued,
@@ -16,6 +20,7 @@ from dpflow.store.maintenance import (
     VerifyReport,
     prune,
     register_backup,
+    sweep_temp,
     unregister_backup,
     verify,
 )
@@ -34,6 +39,37 @@ def _file_refs(config: str, store_name: str) -> Iterator[tuple[str, str]]:
             for cid in json.loads(chunks):
                 if cid:
                     yield vid, cid
+
+
+class Leftovers(BaseModel):
+    """What dead runs left behind and this run cleaned up (or, in a dry run, would)."""
+
+    applied: bool = True
+    sessions: list[str] = []  # one line each: id, what it was, why it was closed
+    temp_files: list[tuple[str, int]] = []  # (file in the store, bytes)
+
+    def lines(self) -> list[str]:
+        close, remove = ("closed", "removed") if self.applied else ("would close", "would remove")
+        return [f"{close} as aborted: {s}" for s in self.sessions] + [
+            f"{remove} leftover {f} ({n:,} bytes)" for f, n in self.temp_files]
+
+
+@step(name="clean up leftovers", retries=2)
+def clean_leftovers(config: str, store: str | None, own_session: str | None = None,
+                    held: tuple[str, str] | None = None, apply: bool = True) -> Leftovers:
+    """Close the sessions whose owner is gone as `aborted` and remove the temporary files
+    dead writers left in the store; every one is logged. `held` is the (kind, object) lock
+    this run holds: other sessions on it cannot be alive."""
+    env = environment(config)
+    out = Leftovers(
+        applied=apply,
+        sessions=close_orphan_sessions(env.catalog(), own=own_session, held=held,
+                                       lock_free=is_free, apply=apply),
+        temp_files=sweep_temp(env.store(store), apply=apply))
+    log = get_run_logger()
+    for line in out.lines():
+        log.warning("%s", line)
+    return out
 
 
 @step(name="register backup with store")

@@ -22,7 +22,8 @@ def find_vm(config: str, vm: str) -> tuple[str, VmInfo]:
 def check_space(config: str, vcenter: str, vm: VmInfo, store: str | None) -> str | None:
     """None when there is room; otherwise why the VM must be skipped (not failed)."""
     env = environment(config)
-    env.store(store)  # opens it: a wrong or missing key fails here, before any snapshot
+    # opens (or creates) it: a wrong or missing key fails here, before any snapshot
+    env.store(store, create=True)
     provisioned = sum(d.capacity_bytes for d in vm.disks)
     policy = env.dc.snapshot
     need_delta = int(provisioned * policy.delta_reserve_percent / 100)

@@ -17,7 +17,7 @@ from pathlib import Path
 import blake3
 import zstandard
 
-from dpflow.errors import PermanentError, UserError
+from dpflow.errors import NotFound, PermanentError, UserError
 from dpflow.store.crypto import Sealer
 from dpflow.store.durable import write_atomic
 from dpflow.store.packs import PackIndex, PackWriter, pack_path
@@ -68,8 +68,13 @@ class ChunkStore:
     def marker(self) -> Path:
         return self.root / "dpflow-store.json"
 
-    def init(self) -> ChunkStore:
-        """Open the store, creating it if the directory is empty; checks format and key."""
+    def init(self, *, create: bool = True) -> ChunkStore:
+        """Open the store, checking format and key; an absent or empty directory becomes a
+        new store only with `create` (a backup), else NotFound: a mistyped path must not
+        look like an empty store to verify, restore or prune."""
+        if not create and not self.marker.exists():
+            raise NotFound(f"no store at {self.root}: check stores[].path in the config "
+                           f"(the first backup creates the store)")
         if self.marker.exists():
             meta = json.loads(self.marker.read_text())
             if meta.get("format") != FORMAT_VERSION:
