@@ -87,7 +87,7 @@ class RecoverResult(BaseModel):
     restore_seconds: float
 
 
-def _plan(config: str, db: str, kind: str | None, keep: int | None, policy: str | None
+def plan_zdb(config: str, db: str, kind: str | None, keep: int | None, policy: str | None
           ) -> tuple[str, ReplicaKind, int, str]:
     from dpflow.environment import environment
 
@@ -114,7 +114,7 @@ def backup_oracle_zdb(config: str, db: str, kind: str | None = None, keep: int |
     from dpflow.catalog_oracle import group_of
 
     t0 = time.perf_counter()
-    arr, rkind, n, pol = _plan(config, db, kind, keep, policy)
+    arr, rkind, n, pol = plan_zdb(config, db, kind, keep, policy)
     db = db.upper()
     with exclusive("oracle", db):
         session_id = open_session(config, "backup-oracle-zdb", db, object_kind="oracle")

@@ -211,3 +211,33 @@ def test_bad_input_is_one_line_before_the_array(cfg, drv, eva, tmp_path):
             backup_oracle_zdb(cfg, db)
         assert "\n" not in str(exc.value)
     assert drv.list_replica_sets() == [] and backup_mode() == {"NOT ACTIVE"}
+
+
+def test_cli_backup_list_and_recover_with_bad_input_as_one_line(cfg, drv, eva, tmp_path):
+    from typer.testing import CliRunner
+
+    from dpflow_cli.main import app
+
+    runner = CliRunner()
+    work = make_db(tmp_path, eva, drv)
+    work.commit(4)
+    for args, words in [
+        (["backup", "oracle", "NOSUCH"], "unknown database 'NOSUCH'"),
+        (["backup", "oracle", "BADPW"], "wrong user or password"),
+        (["recover", "oracle", "ORCL", "--until", "yesterday"], "bad --until 'yesterday'"),
+        (["recover", "oracle", "ORCL"], "no Zero Downtime Backup of database ORCL"),
+    ]:
+        res = runner.invoke(app, [*args, "--config", cfg])
+        assert res.exit_code == 2, res.output
+        assert words in " ".join(res.output.split())
+    res = runner.invoke(app, ["backup", "oracle", "orcl", "--config", cfg])
+    assert res.exit_code == 0, res.output
+    assert "backed up ORCL" in res.output
+    work.commit(4)
+    res = runner.invoke(app, ["recover", "oracle", "ORCL", "--list", "--config", cfg])
+    ((_, rs),) = oracle_backups(environment(cfg).catalog(), "ORCL")
+    assert res.exit_code == 0 and rs.name in res.output
+    res = runner.invoke(app, ["recover", "oracle", "ORCL", "--shutdown", "--config", cfg])
+    assert res.exit_code == 0, res.output
+    assert "recovered ORCL" in res.output
+    assert [i for i, _ in rows()] == work.journal.ids() == list(range(1, 9))
