@@ -127,7 +127,7 @@ def save_logs_and_controlfile(config: str, db: str, store: str | None, since_scn
     read on the database host and written into the store (chunks durable on return)."""
     env = environment(config)
     ora = env.database(db)
-    st = env.store(store)
+    st = env.store(store, create=True)  # a backup: the first one creates the store
     logs = []
     for log in ora.archived_logs(since_scn):
         logs.append(dict(log.model_dump(mode="json"), **_copy(st, ora.read_host_file(log.name))))
