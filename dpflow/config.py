@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dpflow.errors import UserError
+from dpflow.sites import DrGroupSpec, Site, check_sites
 
 
 class Strict(BaseModel):
@@ -180,6 +181,21 @@ class DataCentre(Strict):
     catalog_url: str = "sqlite:///catalog.db"
     arrays: list[Array] = []
     databases: list[Database] = []
+    sites: list[Site] = []
+    dr_groups: list[DrGroupSpec] = []
+
+    @model_validator(mode="after")
+    def _sites(self) -> DataCentre:
+        check_sites(self.sites, self.dr_groups, {a.name for a in self.arrays},
+                    {v.name for v in self.vcenters})
+        return self
+
+    def site(self, name: str) -> Site:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.sites) or "none"
+        raise UserError(f"unknown site '{name}': the config defines {known} (add 'sites:')")
 
     @model_validator(mode="after")
     def _unique_names(self) -> DataCentre:
