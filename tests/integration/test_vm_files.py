@@ -18,6 +18,7 @@ import pytest
 
 from dpflow.environment import environment
 from dpflow.errors import DpflowError, UserError
+from dpflow.guestfs.target import fit_name
 from simulators.guest_fs_images import (
     MiB,
     add_ntfs_files,
@@ -122,6 +123,8 @@ def test_full_backup_ntfs_ext4_mbr_gpt_then_restore_bit_for_bit(vcsim, dc_config
     assert rr.refused == [] and rr.skipped == []
     for vol in ("d0p1", "d1p2"):
         check_ext(out / vol)
+        sparse = (out / vol / "home/u/sparse.img").stat()
+        assert sparse.st_blocks * 512 < 1 * MiB, "the 2 MiB of zeros were not left a hole"
     for vol in ("d0p2", "d1p1"):
         for name, data in NTFS_FILES.items():
             assert (out / vol / name).read_bytes() == data
@@ -254,6 +257,9 @@ def hostile_ext4(path: Path, outside: Path) -> None:
         os.mknod(root / "null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
         os.mkfifo(root / "fifo")
         os.mkdir(root / "loop/Zq")  # becomes a second name of the root directory below
+        for name in (b"\\" * 255, b"\xff" * 255):  # escaped, 765 bytes: too long as is
+            with open(os.path.join(os.fsencode(root / "dir"), name), "wb") as f:
+                f.write(b"long " + name[:1])
     ext4_from_tree(path, 8 * MiB, stage, block_size=1024)
     assert patch_name(path, "XX", "..", utf16=False) >= 1
     assert patch_name(path, "aXb", "a/b", utf16=False) >= 1
@@ -317,6 +323,11 @@ def test_hostile_guest_file_systems_never_escape_the_target(vcsim, dc_config, tm
     assert "d0p1/loop" in refused  # the planted symlink stopped that path
     renamed = "\n".join(rr.renamed)
     assert "d0p1/dir/a%2Fb (guest name 'a/b'" in renamed, renamed
+    for escaped, first in (("%5C" * 255, b"\\"), ("%FF" * 255, b"\xff")):
+        short = fit_name(escaped)
+        assert (target / "d0p1/dir" / short).read_bytes() == b"long " + first
+        assert f"d0p1/dir/{escaped} -> {short} (name longer than 255 bytes" in renamed
+    assert rr.failed == [] and not list(target.rglob(".dpflow-*"))
     assert os.path.islink(target / "d0p1/loop")
 
 
