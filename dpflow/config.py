@@ -128,6 +128,15 @@ class Proxy(Strict):
     read_streams: int = Field(2, ge=1, le=32, description="disk ranges read at once; the "
                               "measured best on 2 cores is 2 (bench/README.md)")
     workers: int = Field(2, ge=1, le=64)
+    transports: list[Literal["direct", "network"]] = Field(
+        ["direct", "network"], min_length=1,
+        description="how snapshot disks are read and restored disks written, tried in "
+        "order: direct = the datastore's files straight from `datastores` (SAN or Direct "
+        "NFS); network = HTTPS through the host. A disk whose datastore is not visible "
+        "falls through to the next; the version records which one was used")
+    datastores: dict[str, Path] = Field(
+        {}, description="datastore name → the directory where this proxy sees it (NFS "
+        "export mounted, or the SAN LUN's file system); only these can go direct")
 
 
 class Array(Endpoint):
@@ -279,8 +288,10 @@ def _anchor_paths(dc: DataCentre, base: Path) -> DataCentre:
     arrays = [
         a.model_copy(update={"ca_file": base / a.ca_file}) if a.ca_file else a for a in dc.arrays
     ]
+    proxies = [p.model_copy(update={"datastores": {k: base / v for k, v in p.datastores.items()}})
+               for p in dc.proxies]
     url = dc.catalog_url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = f"sqlite:///{base / url.removeprefix('sqlite:///')}"
     return dc.model_copy(update={"stores": stores, "vcenters": vcs, "arrays": arrays,
-                                 "catalog_url": url})
+                                 "proxies": proxies, "catalog_url": url})

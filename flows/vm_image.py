@@ -63,6 +63,9 @@ def version_note(quiesced: bool, copies: list[DiskCopy]) -> str:
     parts.append(f"incremental (CBT) {inc}/{len(copies)} disks" if inc else "full")
     parts += [f"{c.manifest.label}: full, {c.manifest.full_reason}" for c in copies
               if c.manifest.full_reason and not c.manifest.full_reason.startswith("first")]
+    used = sorted({c.transport for c in copies})
+    if used:
+        parts.append(f"transport {'+'.join(used)}")
     return "; ".join(parts)
 
 
