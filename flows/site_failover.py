@@ -188,11 +188,8 @@ def failback_site(config: str, site: str, dry_run: bool = False,
     return res
 
 
-@flow(name="test-failover", log_prints=True)
-def test_failover(config: str, site: str, dry_run: bool = False,
-                  groups: list[str] | None = None) -> SiteResult:
-    start = time.monotonic()
-    dc, specs = _groups(config, site, "remote", groups)
+def test_failover_plan(config: str, site: str, only: list[str] | None = None) -> list[str]:
+    dc, specs = _groups(config, site, "remote", only)
     plan = []
     for g in specs:
         d = dc.site(g.remote)
@@ -200,7 +197,19 @@ def test_failover(config: str, site: str, dry_run: bool = False,
                  f"{d.array}", f"{g.name}: present it to {', '.join(d.hosts)}",
                  f"{g.name}: check replication still runs and production is not presented",
                  f"{g.name}: discard the snapshot"]
-    res = SiteResult(action="test failover", site=site, dry_run=dry_run, plan=plan)
+    return plan
+
+
+test_failover_plan.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+@flow(name="test-failover", log_prints=True)
+def test_failover(config: str, site: str, dry_run: bool = False,
+                  groups: list[str] | None = None) -> SiteResult:
+    start = time.monotonic()
+    dc, specs = _groups(config, site, "remote", groups)
+    res = SiteResult(action="test failover", site=site, dry_run=dry_run,
+                     plan=test_failover_plan(config, site, groups))
     for g in specs:
         if dry_run:
             res.groups.append(GroupOutcome(group=g.name, status="planned"))
