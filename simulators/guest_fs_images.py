@@ -154,10 +154,11 @@ def hostile_disk(path: Path, rng: random.Random, outside: Path, kinds: set[str])
                 with open(os.path.join(os.fsencode(root / "plain"), name), "wb") as f:
                     f.write(name)
         if "overlong-names" in kinds:
-            for unit in (b"\\", b"\xff", "€".encode()):
-                name = unit * (255 // len(unit))
-                with open(os.path.join(os.fsencode(root), name), "wb") as f:
+            for i, unit in enumerate((b"\\", b"\xff", "€".encode())):
+                name = os.path.join(os.fsencode(root), unit * (255 // len(unit)))
+                with open(name, "wb") as f:
                     f.write(b"long")
+                os.link(name, root / f"plain/hard-link-{i}")  # links to a shortened name
         if "devices" in kinds:
             os.mknod(root / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
             os.mknod(root / "sda", 0o660 | stat.S_IFBLK, os.makedev(8, 0))

@@ -1,7 +1,8 @@
 """One interface over NTFS (dissect.ntfs) and ext2/3/4 (dissect.extfs).
 
 `walk` yields every object of a volume once, depth first, with escaped names (names.py);
-entries named '.' or '..' beyond a directory's own are forged: refused and reported;
+entries named '.' or '..' beyond a directory's own, and a second entry of one name, are
+forged: refused and reported;
 directories already seen are not entered again (a crafted hard link to a directory
 cannot loop the walk), symlinks and reparse points are recorded, never followed, and
 objects that fail to parse are reported in `problems` and skipped.
@@ -126,12 +127,18 @@ class GuestVolume:
                 self._problem(join_path(parts), exc)
                 continue
             subdirs = []
+            previous = None
             for name, child in children:
                 cparts = (*parts, escape_name(name))
                 path = join_path(cparts)
+                forged = None
                 if name in (".", ".."):  # the file system's own links are not listed
-                    self.forged.append(f"{self.name}:{join_path(parts)}: forged directory "
-                                       f"entry {name!r}: refused")
+                    forged = f"{join_path(parts)}: forged directory entry {name!r}"
+                elif name == previous:  # sorted: a repeated name follows its first
+                    forged = f"{path}: a second directory entry of that name"
+                previous = name
+                if forged is not None:
+                    self.forged.append(f"{self.name}:{forged}: refused")
                     self.problems.append(self.forged[-1])
                     continue
                 try:

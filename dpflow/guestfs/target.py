@@ -268,9 +268,10 @@ class SafeTarget:
                         follow_symlinks=False)
                 try:
                     os.rename(tmp, final, src_dir_fd=dfd, dst_dir_fd=dfd)
-                except BaseException:
+                finally:
+                    # also after success: a rename onto another name of the same file
+                    # does nothing and leaves the temporary name
                     _unlink_quietly(dfd, tmp)
-                    raise
                 return status
             finally:
                 os.close(dfd)

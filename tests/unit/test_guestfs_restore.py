@@ -213,3 +213,12 @@ def test_odd_target_errors_fail_one_object_not_the_restore(tmp_path):
     assert out.files == 1 and len(out.failed) == 2, out
     assert "v/l: not written" in out.failed[0] and "damaged extent" in out.failed[1]
     assert sorted(os.listdir(tmp_path / "v")) == ["f"]
+
+
+def test_relinking_a_name_of_the_same_file_leaves_no_temporary_name(tmp_path):
+    with SafeTarget(tmp_path) as t:
+        assert t.write_file(("v", "a"), [b"x"], None, None, "skip") == "written"
+        assert t.link(("v", "a"), ("v", "b"), "skip") == "written"
+        assert t.link(("v", "a"), ("v", "b"), "overwrite") == "overwritten"
+    assert sorted(os.listdir(tmp_path / "v")) == ["a", "b"]
+    assert os.stat(tmp_path / "v/a").st_ino == os.stat(tmp_path / "v/b").st_ino
