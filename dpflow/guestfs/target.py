@@ -30,7 +30,6 @@ from dpflow.errors import UserError
 
 CONFLICTS = ("skip", "overwrite", "rename")
 HOLE = 64 << 10  # zero runs of this granularity become holes
-_ZERO = bytes(HOLE)
 
 
 class UnsafePath(Exception):
@@ -315,23 +314,32 @@ def _zeros(n: int) -> bytes:
 
 
 def _write_sparse(fd: int, blocks: Iterable[bytes]) -> int:
-    """The bytes at their offsets, runs of zeros skipped (holes), the size set last."""
+    """The bytes at their offsets, runs of zeros (HOLE-sized pieces) skipped as holes, the
+    data between them written in one call each, the size set last."""
     pos = 0
     for b in blocks:
         data = b if isinstance(b, bytes) else bytes(b)
         n = len(data)
-        if n == 0:
+        if n == 0 or data == _zeros(n):
+            pos += n
             continue
-        if data != _zeros(n):  # all zeros: a hole as a whole
-            for at in range(0, n, HOLE):
-                piece = data[at:at + HOLE]
-                if piece == _ZERO[:len(piece)]:
-                    continue
-                view = memoryview(piece)
-                off = pos + at
-                while view:
-                    w = os.pwrite(fd, view, off)
-                    view, off = view[w:], off + w
+        view, run = memoryview(data), None
+        for at in range(0, n, HOLE):
+            end = min(at + HOLE, n)
+            if data[at] == 0 and data[end - 1] == 0 and data[at:end] == _zeros(end - at):
+                if run is not None:
+                    _pwrite_all(fd, view[run:at], pos + run)
+                    run = None
+            elif run is None:
+                run = at
+        if run is not None:
+            _pwrite_all(fd, view[run:], pos + run)
         pos += n
     os.ftruncate(fd, pos)
     return pos
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        w = os.pwrite(fd, view, offset)
+        view, offset = view[w:], offset + w

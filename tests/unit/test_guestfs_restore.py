@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import stat
 import sys
@@ -222,3 +223,22 @@ def test_relinking_a_name_of_the_same_file_leaves_no_temporary_name(tmp_path):
         assert t.link(("v", "a"), ("v", "b"), "overwrite") == "overwritten"
     assert sorted(os.listdir(tmp_path / "v")) == ["a", "b"]
     assert os.stat(tmp_path / "v/a").st_ino == os.stat(tmp_path / "v/b").st_ino
+
+
+def test_holes_never_change_the_bytes(tmp_path):
+    """Seeded mixes of zero runs and data at awkward sizes around the hole granularity."""
+    from dpflow.guestfs.target import HOLE
+
+    rng = random.Random(20261203)
+    with SafeTarget(tmp_path) as t:
+        for case in range(150):
+            blocks = []
+            for _ in range(rng.randrange(0, 6)):
+                b = bytearray(rng.choice([0, 1, HOLE - 1, HOLE, HOLE + 1, 3 * HOLE + 5, MiB]))
+                for _ in range(rng.randrange(0, 4) if b else 0):
+                    at = rng.randrange(len(b))
+                    n = min(rng.randrange(1, 2 * HOLE), len(b) - at)
+                    b[at:at + n] = rng.randbytes(n)
+                blocks.append(bytes(b))
+            t.write_file(("v", f"f{case}"), blocks, None, None, "skip")
+            assert (tmp_path / "v" / f"f{case}").read_bytes() == b"".join(blocks), case
