@@ -93,7 +93,7 @@ def run_oracle_demo(workdir: Path, console: Any, datafile_mib: int = 64
         rows.append(("ZDB ×3 while the application commits", "completed" if all(
             z.status == "completed" for z in zdbs) else "FAILED",
             f"backup mode at most {max(z.backup_mode_seconds or 0 for z in zdbs):.2f}s; "
-            f"{app.next_id - 1} transactions committed meanwhile, none waited for dpflow"))
+            f"{app.next_id - 51} transactions committed during the backups, none refused"))
         app.commit(25)
         sysdba = connect(user="sys", password=PASSWORD, dsn=DSN, mode=oracledb.AUTH_MODE_SYSDBA)
         sysdba.shutdown(mode=oracledb.DBSHUTDOWN_ABORT)

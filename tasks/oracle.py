@@ -43,8 +43,9 @@ def check_database(config: str, db: str) -> DatabaseLayout:
     """Connect, refuse what ZDB cannot protect, map every datafile to its array LUN.
 
     Refused (UserError, before the array is touched): NOARCHIVELOG mode, a database not
-    open, a datafile not on an array LUN, control file or online redo on a datafile LUN
-    (unless the database is configured to include them).
+    open, a datafile not on an array LUN, a datafile LUN that is not an RDM disk of the
+    database's VM (when the VM is configured), control file or online redo on a datafile
+    LUN (unless the database is configured to include them).
     """
     env = environment(config)
     conf = env.dc.database(db)
@@ -69,6 +70,8 @@ def check_database(config: str, db: str) -> DatabaseLayout:
 
     files = [dict(f.model_dump(), vdisk=lun_of(f.name, "datafile")) for f in ora.datafiles()]
     luns = sorted({f["vdisk"] for f in files})
+    if conf.vm:
+        _check_rdms(env, conf.vm, info.name, luns, {v: w for w, v in by_wwn.items()})
     logs = [lun_of(n, "control file") for n in ora.controlfiles()]
     logs += [lun_of(m, "online redo log") for g in ora.redo_groups() for m in g.members]
     shared = sorted(set(logs) & set(luns))
@@ -79,6 +82,17 @@ def check_database(config: str, db: str) -> DatabaseLayout:
                         f"include_log_luns: true for this database")
     return DatabaseLayout(info=info, datafiles=files, luns=luns,
                           log_luns=sorted(set(logs) - set(luns)))
+
+
+def _check_rdms(env: Any, vm: str, db: str, luns: list[str], wwn_of: dict[str, str]) -> None:
+    """Every datafile LUN is a pass-through RDM disk of the database's VM."""
+    vc, info = env.locate_vm(vm)
+    rdms = {_wwn(r.wwn) for r in env.hypervisor(vc).raw_disks(info)}
+    missing = [lun for lun in luns if wwn_of[lun] not in rdms]
+    if missing:
+        raise UserError(f"datafile LUN(s) {', '.join(missing)} of {db} are not RDM disks of VM "
+                        f"{vm}: Zero Downtime Backup needs the datafiles on pass-through RDMs "
+                        f"(the VM has {len(rdms)} RDM disk(s)); check the VM's disks")
 
 
 @step(name="begin backup", retries=3, delay=1.0)

@@ -241,3 +241,30 @@ def test_cli_backup_list_and_recover_with_bad_input_as_one_line(cfg, drv, eva, t
     assert res.exit_code == 0, res.output
     assert "recovered ORCL" in res.output
     assert [i for i, _ in rows()] == work.journal.ids() == list(range(1, 9))
+
+
+def test_rdm_discovery_datafiles_to_the_vms_rdm_disks_to_array_vdisks(cfg, drv, eva, tmp_path,
+                                                                       vcsim, monkeypatch):
+    """The VM runs the database; each datafile LUN must be one of its RDM disks."""
+    import uuid
+
+    from flows.oracle import backup_oracle_zdb
+    from simulators.oracle.rdm import attach_rdms
+
+    make_db(tmp_path, eva, drv).commit(3)
+    vm = f"dbvm-{uuid.uuid4().hex[:6]}"
+    vcsim.create_vm(vm, [1 << 20])
+    attach_rdms(vcsim, vm, [drv.get_vdisk("ORCL_data1").wwn])
+    monkeypatch.setenv("DPFLOW_TEST_VC_PASSWORD", vcsim.password)
+    c = yaml.safe_load(Path(cfg).read_text())
+    c["vcenters"] = [{"name": "vcsim", "host": vcsim.host, "port": vcsim.port,
+                      "user": vcsim.username, "password": {"env": "DPFLOW_TEST_VC_PASSWORD"},
+                      "ca_file": str(vcsim.ca_file)}]
+    c["databases"][0]["vm"] = vm
+    Path(cfg).write_text(yaml.safe_dump(c))
+    with pytest.raises(UserError, match=f"ORCL_data2 of ORCL are not RDM disks of VM {vm}"):
+        backup_oracle_zdb(cfg, "ORCL")
+    assert drv.list_replica_sets() == []
+    attach_rdms(vcsim, vm, [drv.get_vdisk("ORCL_data2").wwn])
+    r = backup_oracle_zdb(cfg, "ORCL")
+    assert r.status == "completed" and r.luns == ["ORCL_data1", "ORCL_data2"]
