@@ -181,6 +181,16 @@ class Database(Strict):
                             "host where the backup control file is written")
 
 
+class Limits(Strict):
+    """How many VM backups may run at once, per backup proxy, per datastore and per ESX
+    host: Prefect global concurrency limits on the server, so they hold across workers."""
+
+    per_proxy: int = Field(4, ge=1, le=256, description="VM backups one proxy runs at once")
+    per_datastore: int = Field(2, ge=1, le=256,
+                               description="snapshots taken and read on one datastore at once")
+    per_host: int = Field(2, ge=1, le=256, description="VM backups of one ESX host at once")
+
+
 class DataCentre(Strict):
     vcenters: list[VCenter] = []
     stores: list[Store] = Field(min_length=1)
@@ -192,6 +202,7 @@ class DataCentre(Strict):
     databases: list[Database] = []
     sites: list[Site] = []
     dr_groups: list[DrGroupSpec] = []
+    limits: Limits = Limits()
 
     @model_validator(mode="after")
     def _sites(self) -> DataCentre:
@@ -248,7 +259,7 @@ class DataCentre(Strict):
                         f"(add it under 'databases:')")
 
 
-def _first_error_line(path: Path, exc: ValidationError) -> str:
+def _first_error_line(path: Path | str, exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"]
@@ -264,20 +275,26 @@ def load(path: Path) -> DataCentre:
         text = path.read_text()
     except OSError as exc:
         raise UserError(f"cannot read config {path}: {exc.strerror}; pass --config FILE") from exc
+    return parse(text, str(path), path.parent.resolve())
+
+
+def parse(text: str, source: str, base: Path) -> DataCentre:
+    """Validate a data-centre document read from `source` (a file, a Prefect block);
+    relative paths in it are taken relative to `base`."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         kind = exc.__class__.__name__
-        raise UserError(f"bad config {path}:{where}: not valid YAML ({kind})") from exc
+        raise UserError(f"bad config {source}:{where}: not valid YAML ({kind})") from exc
     if not isinstance(raw, dict):
-        raise UserError(f"bad config {path}: expected a mapping with 'vcenters' and 'stores'")
+        raise UserError(f"bad config {source}: expected a mapping with 'vcenters' and 'stores'")
     try:
         dc = DataCentre.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(_first_error_line(path, exc)) from exc
-    return _anchor_paths(dc, path.parent.resolve())
+        raise UserError(_first_error_line(source, exc)) from exc
+    return _anchor_paths(dc, base)
 
 
 def _anchor_paths(dc: DataCentre, base: Path) -> DataCentre:
