@@ -14,7 +14,8 @@ MOUNT = "/tmp/dpflow-small-target"
 
 def run_on_small_fs(argv: list[str], size: str, env: dict[str, str] | None = None,
                     cwd: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`argv` run with a fresh tmpfs of `size` (e.g. '1m') mounted at MOUNT."""
+    """`argv` run with a fresh tmpfs of `size` (e.g. '1m', or 'SIZE,nr_inodes=N' to bound
+    its inodes too) mounted at MOUNT."""
     if shutil.which("unshare") is None:
         pytest.fail("unshare (util-linux) is needed for a real full target")
     ns = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]

@@ -41,15 +41,16 @@ def _check_component(name: str) -> None:
         raise UnsafePath(f"refused path component {name!r}")
 
 
-def _can_create(dfd: int) -> bool:
-    """os.access says yes to root even on a read-only mount: try it."""
+def _cannot_create(dfd: int) -> str | None:
+    """Why nothing can be created here (None: it can). os.access says yes to root even on
+    a read-only mount: try it."""
     name = f".dpflow-probe-{secrets.token_hex(4)}"
     try:
         os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd))
         os.unlink(name, dir_fd=dfd)
-        return True
-    except OSError:
-        return False
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def _encoded(name: str) -> bytes:
@@ -89,9 +90,12 @@ class SafeTarget:
             self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise UserError(f"restore target {self.root} is not usable: {exc.strerror}") from exc
-        if not os.access(self.root, os.W_OK | os.X_OK) or not _can_create(self.root_fd):
+        why = None if os.access(self.root, os.W_OK | os.X_OK) else "permission denied"
+        why = why or _cannot_create(self.root_fd)
+        if why is not None:
             os.close(self.root_fd)
-            raise UserError(f"restore target {self.root} is not writable")
+            raise UserError(f"restore target {self.root} is not writable ({why}): give "
+                            f"another --to directory")
         try:
             self.name_max = int(os.fpathconf(self.root_fd, "PC_NAME_MAX")) or 255
         except (OSError, ValueError):

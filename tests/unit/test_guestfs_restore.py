@@ -242,3 +242,29 @@ def test_holes_never_change_the_bytes(tmp_path):
                 blocks.append(bytes(b))
             t.write_file(("v", f"f{case}"), blocks, None, None, "skip")
             assert (tmp_path / "v" / f"f{case}").read_bytes() == b"".join(blocks), case
+
+
+def test_a_target_with_no_room_at_all_is_one_line_before_anything():
+    got = in_small_tmpfs("""
+        import json, os
+        from dpflow.errors import UserError
+        from dpflow.guestfs import SafeTarget
+        with open(os.path.join(os.environ["TARGET"], "filler"), "wb") as f:
+            try:
+                while True:
+                    f.write(bytes(1 << 16))
+                    f.flush()
+            except OSError:
+                pass
+        for i in range(100000):  # the last free inodes and blocks, if any
+            try:
+                os.mkdir(os.path.join(os.environ["TARGET"], f"d{i}"))
+            except OSError:
+                break
+        try:
+            SafeTarget(os.environ["TARGET"]).close()
+            print(json.dumps({"msg": None}))
+        except UserError as exc:
+            print(json.dumps({"msg": str(exc)}))
+    """, "256k,nr_inodes=32")
+    assert got["msg"] and "not writable (No space left on device)" in got["msg"], got
