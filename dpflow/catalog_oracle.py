@@ -61,7 +61,8 @@ def commit_oracle_backup(cat: Catalog, *, version_id: str, session_id: str, data
                          created: datetime, members: list[dict[str, Any]], begin_scn: int,
                          end_scn: int, archived_scn: int, resetlogs_scn: int, store: str,
                          logs: list[dict[str, Any]], controlfile: dict[str, Any],
-                         datafiles: list[dict[str, Any]], note: str = "") -> None:
+                         datafiles: list[dict[str, Any]], note: str = "",
+                         media_version_id: str | None = None) -> None:
     """Version, replica set, members and the Oracle row in one transaction."""
     _ensure(cat)
     with cat.session() as db, db.begin():
@@ -78,7 +79,8 @@ def commit_oracle_backup(cat: Catalog, *, version_id: str, session_id: str, data
                                end_scn=end_scn, archived_scn=archived_scn,
                                resetlogs_scn=resetlogs_scn, store=store,
                                logs=json.dumps(logs), controlfile=json.dumps(controlfile),
-                               datafiles=json.dumps(datafiles)))
+                               datafiles=json.dumps(datafiles),
+                               media_version_id=media_version_id))
 
 
 def oracle_backups(cat: Catalog, database: str) -> list[tuple[OracleBackupRow, ReplicaSetRow]]:
@@ -97,11 +99,13 @@ def oracle_backups(cat: Catalog, database: str) -> list[tuple[OracleBackupRow, R
 
 
 def oracle_backup(cat: Catalog, database: str, which: str | None = None,
-                  on_array: bool = True) -> tuple[OracleBackupRow, ReplicaSetRow]:
-    """The latest ZDB of `database` whose replica is still on the array (or the one named
-    by replica set name or version id)."""
+                  on_media: bool = False) -> tuple[OracleBackupRow, ReplicaSetRow]:
+    """The latest ZDB of `database` whose replica is still on the array (on_media: whose
+    LUN images are in the store), or the one named by replica set name or version id."""
     rows = oracle_backups(cat, database)
-    if on_array:
+    if on_media:
+        rows = [(o, r) for o, r in rows if o.media_version_id]
+    else:
         rows = [(o, r) for o, r in rows if r.status == "available"]
     if which is not None:
         rows = [(o, r) for o, r in rows if which in (r.name, o.version_id)]
@@ -109,6 +113,8 @@ def oracle_backup(cat: Catalog, database: str, which: str | None = None,
             raise NotFound(f"no replica '{which}' of database {database.upper()} on the array: "
                            f"`dpflow recover oracle {database} --list` shows what can be used")
     if not rows:
-        raise NotFound(f"no Zero Downtime Backup of database {database.upper()} with a replica "
-                       f"on the array: `dpflow backup oracle {database}` takes one")
+        where = "LUN images in the store" if on_media else "a replica on the array"
+        raise NotFound(f"no Zero Downtime Backup of database {database.upper()} with {where}: "
+                       f"`dpflow backup oracle {database}"
+                       f"{' --to-media' if on_media else ''}` takes one")
     return rows[-1]

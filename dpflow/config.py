@@ -155,6 +155,10 @@ class Array(Endpoint):
     policy: Literal["strict", "loose"] = Field(
         "strict", description="strict: fail if the kind cannot be made; loose: fall back to a "
         "cheaper kind when the array lacks space, recorded in the version")
+    san: Literal["block", "https"] = Field(
+        "block", description="how the backup host reads a presented LUN: block (its device "
+        "under san_device_dir) or https (the array's host data path, as the EVA simulator's)")
+    san_device_dir: str = "/dev/disk/by-id"
 
     @property
     def url(self) -> str:

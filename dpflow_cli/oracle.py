@@ -24,6 +24,9 @@ def backup_oracle(db: Annotated[str, typer.Argument(help="database name (config 
                   keep: Annotated[int | None, typer.Option(help="replicas kept (rotation)")
                                   ] = None,
                   policy: Annotated[str | None, typer.Option(help="strict | loose")] = None,
+                  to_media: Annotated[bool, typer.Option(
+                      help="also read the replica's LUNs into the store (ZDB to disk+tape)")
+                  ] = False,
                   config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Zero Downtime Backup: backup mode for seconds, a replica of the datafile LUNs,
     archived logs and a backup control file to the store."""
@@ -37,12 +40,13 @@ def backup_oracle(db: Annotated[str, typer.Argument(help="database name (config 
         from flows.oracle import backup_oracle_zdb
 
         environment(cfg).database(db).check()  # login and name: one line, before the array
-        return backup_oracle_zdb(cfg, db, kind, keep, policy)
+        return backup_oracle_zdb(cfg, db, kind, keep, policy, to_media=to_media)
     r = guard(go)
     console.print(f"[green]backed up[/] {r.database}: {r.kind} replica {r.replica_set} of "
                   f"{', '.join(r.luns)}, backup mode {r.backup_mode_seconds:.1f}s (SCN "
                   f"{r.begin_scn}-{r.end_scn}), {r.logs} archived log(s) and the control file "
-                  f"stored, version {r.version_id}, {r.seconds:.1f}s"
+                  f"stored{', LUN images stored' if r.media_version_id else ''}, version "
+                  f"{r.version_id}, {r.seconds:.1f}s"
                   + (f"; rotated away {', '.join(r.rotated)}" if r.rotated else "")
                   + (f"; note: {r.message}" if r.message else ""))
 
@@ -71,6 +75,9 @@ def recover_oracle(db: Annotated[str, typer.Argument(help="database name")],
                        help="point in time: an SCN or a time (UTC); default: complete")] = None,
                    shutdown: Annotated[bool, typer.Option(
                        help="shut the database down if it is open")] = False,
+                   from_media: Annotated[bool, typer.Option(
+                       help="restore the datafile LUNs from their images in the store (when "
+                            "the replica is gone)")] = False,
                    list_: Annotated[bool, typer.Option(
                        "--list", help="list what can be recovered, to which point")] = False,
                    config: ConfigOpt = DEFAULT_CONFIG) -> None:
@@ -81,24 +88,29 @@ def recover_oracle(db: Annotated[str, typer.Argument(help="database name")],
     if list_:
         rows = guard(lambda: (environment(config).dc.database(db),
                               oracle_backups(environment(config).catalog(), db))[1])
-        t = Table("replica", "kind", "on array", "taken (UTC)", "backup mode SCNs",
+        t = Table("replica", "kind", "on array", "on media", "taken (UTC)", "backup mode SCNs",
                   "recoverable to")
         for ob, rs in rows:
             t.add_row(rs.name, rs.kind, "yes" if rs.status == "available" else "rotated",
+                      "yes" if ob.media_version_id else "no",
                       f"{ob.version.created:%Y-%m-%d %H:%M:%S}", f"{ob.begin_scn}-{ob.end_scn}",
                       f"any SCN >= {ob.end_scn}, or complete")
         console.print(t)
         return
     scn, when = guard(lambda: parse_until(until))
     guard(lambda: (environment(config).dc.database(db),
-                   oracle_backup(environment(config).catalog(), db, replica)))
+                   oracle_backup(environment(config).catalog(), db, replica, from_media)))
     cfg = prepare(config, touch_vcenter=False)
 
     def go() -> Any:
         from flows.oracle import instant_recover_oracle
+        from flows.oracle_media import restore_oracle_from_media
 
+        if from_media:
+            return restore_oracle_from_media(cfg, db, replica, scn, when, shutdown)
         return instant_recover_oracle(cfg, db, replica, scn, when, shutdown)
     r = guard(go)
-    console.print(f"[green]recovered[/] {r.database} from replica {r.replica_set} "
+    source = "media" if from_media else f"replica {r.replica_set}"
+    console.print(f"[green]recovered[/] {r.database} from {source} "
                   f"({r.point}{', RESETLOGS' if r.resetlogs else ''}): open at SCN {r.scn}; "
                   f"LUNs restored in {r.restore_seconds:.1f}s, {r.seconds:.1f}s in all")

@@ -3,8 +3,10 @@
 backup_oracle_zdb: database checked (ARCHIVELOG, open, datafiles on array LUNs) → LUNs
 checked, leftovers removed → BEGIN BACKUP → one consistency-group replica of the
 datafile LUNs → END BACKUP, on every exit path → archive log current → archived logs
-since the begin SCN and a backup control file into the store → one catalogued version
-(replica set + logs + control file) → rotation. A failure after the replica was made
+since the begin SCN and a backup control file into the store → optionally the replica
+presented to the backup host, its LUNs read into the store, unpresented on every exit
+path → one catalogued version (replica set + logs + control file + LUN images) →
+rotation. A failure after the replica was made
 deletes it: no replica, no version, the database out of backup mode.
 
 instant_recover_oracle: a tracked replica picked → refused while the database is open
@@ -33,6 +35,7 @@ from tasks.array import (
     detach,
     discard_replica_set,
     fracture,
+    present,
     reattach,
     remove_leftover_replicas,
     replica_name,
@@ -40,6 +43,7 @@ from tasks.array import (
     restore,
     rotate,
     sources_in_use,
+    unpresent,
     wait_usable,
 )
 from tasks.catalog import close_session, open_session
@@ -57,6 +61,7 @@ from tasks.oracle import (
     shutdown,
     startup_mount,
 )
+from tasks.oracle_media import replica_to_media
 
 
 class ZdbResult(BaseModel):
@@ -71,6 +76,7 @@ class ZdbResult(BaseModel):
     end_scn: int | None = None
     backup_mode_seconds: float | None = None
     logs: int = 0
+    media_version_id: str | None = None
     rotated: list[str] = []
     seconds: float = 0.0
     message: str = ""
@@ -109,7 +115,8 @@ def plan_zdb(config: str, db: str, kind: str | None, keep: int | None, policy: s
 
 @flow(name="backup-oracle-zdb", log_prints=True)
 def backup_oracle_zdb(config: str, db: str, kind: str | None = None, keep: int | None = None,
-                      policy: str | None = None, store: str | None = None) -> ZdbResult:
+                      policy: str | None = None, store: str | None = None,
+                      to_media: bool = False) -> ZdbResult:
     """A Zero Downtime Backup of database `db`: seconds in backup mode, then logs to media."""
     from dpflow.catalog_oracle import group_of
 
@@ -144,9 +151,18 @@ def backup_oracle_zdb(config: str, db: str, kind: str | None = None, keep: int |
                 archived = archive_log_current(config, db)
                 logs, cf = save_logs_and_controlfile(config, db, store, result.begin_scn,
                                                      session_id)
+                media = None
+                if to_media:  # "ZDB to disk+tape": the replica's LUNs read into the store
+                    presented = present(config, arr, name)
+                    try:
+                        media = replica_to_media(config, arr, db, presented, made.replicas,
+                                                 store, f"{session_id}m")["version_id"]
+                    finally:
+                        unpresent(config, arr, presented)  # compensation, every exit path
                 result.version_id = commit_zdb(config, db, arr, session_id, made, layout,
                                                result.begin_scn, result.end_scn, archived,
-                                               store, logs, cf)
+                                               store, logs, cf, media)
+                result.media_version_id = media
                 result.logs = len(logs)
             except BaseException as exc:
                 if result.version_id is None:
@@ -171,7 +187,7 @@ def backup_oracle_zdb(config: str, db: str, kind: str | None = None, keep: int |
             close_session(config, session_id, result.status, result.message)
 
 
-def _until(until_scn: int | None, until_time: datetime | None) -> Until | None:
+def point_of(until_scn: int | None, until_time: datetime | None) -> Until | None:
     if until_scn is not None and until_time is not None:
         raise UserError("give --until as an SCN or a time, not both")
     if until_scn is not None:
@@ -191,7 +207,7 @@ def instant_recover_oracle(config: str, db: str, replica: str | None = None,
 
     t0 = time.perf_counter()
     db = db.upper()
-    until = _until(until_scn, until_time)
+    until = point_of(until_scn, until_time)
     env = environment(config)
     env.dc.database(db)
     backup, rs = oracle_backup(env.catalog(), db, replica)
@@ -240,28 +256,28 @@ def instant_recover_oracle(config: str, db: str, replica: str | None = None,
                                  scn=info.current_scn, seconds=time.perf_counter() - t0,
                                  restore_seconds=restore_s)
         except BaseException as exc:
-            msg = _explain(db, state, name, exc)
+            msg = explain(db, state, f"replica {name}",
+                          f"dpflow recover oracle {db} --replica {name}", exc)
             close_session(config, session_id, "failed", msg)
             if msg == first_line(exc) or not isinstance(exc, DpflowError):
                 raise
-            raise _reworded(exc, msg) from exc
+            raise reworded(exc, msg) from exc
 
 
-def _explain(db: str, state: str, replica: str, exc: BaseException) -> str:
+def explain(db: str, state: str, source: str, again: str, exc: BaseException) -> str:
     """One line: what failed, the state the database is left in, what to do next."""
     what = first_line(exc)
     if isinstance(exc, OraMixin) and exc.code == "ORA-00308":
         return (f"recovery of {db} stopped: {exc.text.splitlines()[0]} (the archived log is "
                 f"missing from the archive destination); database {db} is MOUNTED with "
-                f"datafiles from replica {replica}: put the log back, then run `dpflow "
-                f"recover oracle {db} --replica {replica}` again, or recover to an earlier "
-                f"point with --until")
+                f"datafiles from {source}: put the log back, then run `{again}` again, or "
+                f"recover to an earlier point with --until")
     if isinstance(exc, UserError) and state == "OPEN":
         return what
     return f"{what}; database {db} is {state}"
 
 
-def _reworded(exc: DpflowError, msg: str) -> DpflowError:
+def reworded(exc: DpflowError, msg: str) -> DpflowError:
     """The same error class (an ORA error keeps its code and text), saying `msg`."""
     if isinstance(exc, OraMixin):
         new = type(exc)(exc.code, exc.text)  # type: ignore[call-arg]

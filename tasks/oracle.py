@@ -225,7 +225,8 @@ def open_database(config: str, db: str, resetlogs: bool) -> DatabaseInfo:
 @step(name="commit ZDB session", retries=3)
 def commit_zdb(config: str, db: str, array: str, session_id: str, made: Any,
                layout: DatabaseLayout, begin_scn: int, end_scn: int, archived_scn: int,
-               store: str | None, logs: list[dict[str, Any]], cf: dict[str, Any]) -> str:
+               store: str | None, logs: list[dict[str, Any]], cf: dict[str, Any],
+               media_version_id: str | None = None) -> str:
     """Replica set, logs and control file become one catalogued version, at once."""
     from datetime import UTC, datetime
 
@@ -245,5 +246,6 @@ def commit_zdb(config: str, db: str, array: str, session_id: str, made: Any,
         datafiles=[{k: f[k] for k in ("file_no", "name", "vdisk")} for f in layout.datafiles],
         members=[{"source": r["source"], "target": r["target"], "size_bytes": size[r["source"]]}
                  for r in made.replicas],
-        note=made.note or f"Oracle ZDB of {db.upper()}: backup mode SCN {begin_scn}-{end_scn}")
+        note=made.note or f"Oracle ZDB of {db.upper()}: backup mode SCN {begin_scn}-{end_scn}",
+        media_version_id=media_version_id)
     return session_id

@@ -78,6 +78,7 @@ def cfg(tmp_path: Path, eva: EvaServer, monkeypatch: pytest.MonkeyPatch) -> str:
             dict(db, name="BADPW", dsn="dbhost:1521/ORCL",
                  password={"env": "DPFLOW_TEST_EVA_PASSWORD"})],
          "stores": [{"name": "library", "path": "store"}]}
+    c["arrays"][0]["san"] = "https"  # the backup host reads LUNs over the EVA's data path
     path = tmp_path / "dpflow.yaml"
     path.write_text(yaml.safe_dump(c))
     return str(path)
@@ -268,3 +269,26 @@ def test_rdm_discovery_datafiles_to_the_vms_rdm_disks_to_array_vdisks(cfg, drv, 
     attach_rdms(vcsim, vm, [drv.get_vdisk("ORCL_data2").wwn])
     r = backup_oracle_zdb(cfg, "ORCL")
     assert r.status == "completed" and r.luns == ["ORCL_data1", "ORCL_data2"]
+
+
+def test_zdb_to_media_then_restore_from_media_when_the_replica_is_gone(cfg, drv, eva,
+                                                                       tmp_path):
+    from flows.oracle import backup_oracle_zdb
+    from flows.oracle_media import restore_oracle_from_media
+    from simulators.oracle.build import corrupt_datafile
+
+    app = make_db(tmp_path, eva, drv)
+    app.commit(5)
+    first = backup_oracle_zdb(cfg, "ORCL", to_media=True)
+    assert first.media_version_id and [p for p in drv.list_presentations()
+                                       if p.host == "proxy"] == []
+    app.commit(5)
+    second = backup_oracle_zdb(cfg, "ORCL", keep=1)
+    assert second.rotated == [first.replica_set]  # the replica of the media copy is gone
+    app.commit(5)
+    crash()
+    corrupt_datafile(tmp_path / "ora" / "ORCL", 1)
+    r = restore_oracle_from_media(cfg, "ORCL")
+    assert r.version_id == first.version_id and r.point == "complete"
+    assert [i for i, _ in rows()] == app.journal.ids() == list(range(1, 16))
+    assert [p for p in drv.list_presentations() if p.host == "proxy"] == []
