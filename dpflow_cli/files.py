@@ -44,7 +44,7 @@ def backup_files(
     """File-level backup of a VM's guest file systems (NTFS, ext) from a snapshot."""
     def check() -> None:
         from dpflow.environment import environment
-        from tasks.guestfiles import plan_level
+        from tasks.filebackup import plan_level
 
         plan_level(str(config), vm, level, store, full_if_needed)
         environment(config).dc.store(store)

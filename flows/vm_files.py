@@ -21,13 +21,11 @@ from dpflow.errors import UserError, first_line
 from dpflow.guestfs.target import CONFLICTS
 from dpflow.locks import exclusive
 from tasks.catalog import close_session, open_session
+from tasks.filebackup import backup_disk_files, commit_files_version, plan_level
 from tasks.guestfiles import (
     FileRestore,
-    backup_disk_files,
     check_restore_target,
-    commit_files_version,
     image_version_of,
-    plan_level,
     restore_catalogued_files,
     restore_image_files,
     select_catalogued,
