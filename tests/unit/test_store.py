@@ -255,3 +255,16 @@ def test_stream_writer_bounds_puts_in_flight_and_abandons_on_failure() -> None:
         w.write(iter([more]), len(more) + 1)  # the file was shorter than its size
     w.abandon()
     assert not any(twin.has(twin.chunk_id(more[i:i + CS])) for i in range(0, len(more), CS))
+
+
+def test_reads_across_more_packs_than_stay_open_are_exact(tmp_path: Path) -> None:
+    from dpflow.store.chunks import MAX_OPEN_PACKS
+
+    store = ChunkStore(tmp_path / "s", pack_target=CS).init()  # one chunk per pack
+    data = os.urandom((MAX_OPEN_PACKS + 40) * CS)
+    chunks, _ = backup_disk(BytesDisk(data), store, chunk_size=CS, workers=4)
+    disk = DiskManifest(key=1, label="d", capacity_bytes=len(data), chunk_size=CS, chunks=chunks)
+    for _ in range(2):  # descriptors are evicted and reopened while 8 threads read
+        assert b"".join(restore_blocks(store, disk, workers=8)) == data
+    assert len(store._fds) <= MAX_OPEN_PACKS
+    store.close()
