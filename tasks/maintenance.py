@@ -7,9 +7,10 @@ from collections.abc import Iterator
 
 from prefect import get_run_logger
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 
-from dpflow.catalog import FileRow, VersionRow
+from dpflow.catalog import Catalog, FileRow, VersionRow
+from dpflow.catalog_oracle import OracleBackupRow
 from dpflow.environment import environment
 from dpflow.leftovers import close_orphan_sessions
 from dpflow.locks import is_free
@@ -28,10 +29,10 @@ from dpflow.store.manifest import delete_manifest
 from tasks.common import step
 
 
-def _file_refs(config: str, store_name: str) -> Iterator[tuple[str, str]]:
-    """(version, chunk) pairs of file-level versions: they live in the catalog, not in
-    manifests, and must count as references too."""
-    cat = environment(config).catalog()
+def catalog_refs(cat: Catalog, store_name: str) -> Iterator[tuple[str, str]]:
+    """(version, chunk) pairs the catalog holds rather than a manifest: the files of
+    file-level versions and the archived logs and control files of Oracle backups. Prune
+    and verify count them as references too."""
     with cat.session() as db:
         q = (select(FileRow.version_id, FileRow.chunks).join(VersionRow)
              .where(VersionRow.store == store_name, FileRow.chunks.is_not(None)))
@@ -39,6 +40,18 @@ def _file_refs(config: str, store_name: str) -> Iterator[tuple[str, str]]:
             for cid in json.loads(chunks):
                 if cid:
                     yield vid, cid
+        if not inspect(cat.engine).has_table(OracleBackupRow.__tablename__):
+            return
+        q = (select(OracleBackupRow.version_id, OracleBackupRow.logs,
+                    OracleBackupRow.controlfile).where(OracleBackupRow.store == store_name))
+        for vid, logs, controlfile in db.execute(q):
+            for item in [*json.loads(logs), json.loads(controlfile)]:
+                for chunk in item.get("chunks", []):
+                    yield vid, chunk["id"]
+
+
+def _refs(config: str, store_name: str) -> list[tuple[str, str]]:
+    return list(catalog_refs(environment(config).catalog(), store_name))
 
 
 class Leftovers(BaseModel):
@@ -92,7 +105,7 @@ def verify_store(config: str, store: str | None, read_percent: float) -> VerifyR
                              if v.object.kind == "vm" else None)
                   for v in env.catalog().versions_in_store(name)]
     return verify(env.store(store), catalogued, read_percent=read_percent,
-                  extra=list(_file_refs(config, name)))
+                  extra=_refs(config, name))
 
 
 @step(name="decide retention", retries=0)
@@ -125,4 +138,4 @@ def forget(config: str, store: str | None, version_id: str) -> None:
 def prune_store(config: str, store: str | None, apply: bool) -> PruneReport:
     env = environment(config)
     return prune(env.store(store), apply=apply,
-                 extra=list(_file_refs(config, env.dc.store(store).name)))
+                 extra=_refs(config, env.dc.store(store).name))
