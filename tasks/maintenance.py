@@ -50,6 +50,22 @@ def catalog_refs(cat: Catalog, store_name: str) -> Iterator[tuple[str, str]]:
                     yield vid, chunk["id"]
 
 
+def catalogued_in_store(cat: Catalog, store_name: str) -> list[Catalogued]:
+    """Every version the catalog expects a manifest of in this store: image and file-level
+    versions, and the LUN images of Oracle backups copied to media."""
+    out = [Catalogued(v.id, v.object.name,
+                      {d.key: d.chunks_stored for d in v.disks}
+                      if v.object.kind == "vm" else None)
+           for v in cat.versions_in_store(store_name)]
+    if inspect(cat.engine).has_table(OracleBackupRow.__tablename__):
+        with cat.session() as db:
+            q = (select(OracleBackupRow.media_version_id, OracleBackupRow.database)
+                 .where(OracleBackupRow.store == store_name,
+                        OracleBackupRow.media_version_id.is_not(None)))
+            out += [Catalogued(mid, f"oracle:{name}") for mid, name in db.execute(q)]
+    return out
+
+
 def _refs(config: str, store_name: str) -> list[tuple[str, str]]:
     return list(catalog_refs(environment(config).catalog(), store_name))
 
@@ -100,10 +116,7 @@ def verify_store(config: str, store: str | None, read_percent: float) -> VerifyR
     """Catalog ↔ manifests ↔ chunks for every version the catalog keeps in this store."""
     env = environment(config)
     name = env.dc.store(store).name
-    catalogued = [Catalogued(v.id, v.object.name,
-                             {d.key: d.chunks_stored for d in v.disks}
-                             if v.object.kind == "vm" else None)
-                  for v in env.catalog().versions_in_store(name)]
+    catalogued = catalogued_in_store(env.catalog(), name)
     return verify(env.store(store), catalogued, read_percent=read_percent,
                   extra=_refs(config, name))
 

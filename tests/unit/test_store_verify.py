@@ -86,7 +86,7 @@ def test_prune_keeps_and_verify_checks_the_chunks_of_an_oracle_backup(store, tmp
     from dpflow.catalog_oracle import commit_oracle_backup
     from dpflow.store.maintenance import prune
     from dpflow.store.pipeline import StreamWriter
-    from tasks.maintenance import catalog_refs
+    from tasks.maintenance import catalog_refs, catalogued_in_store
 
     w = StreamWriter(store, CS, workers=2)
     log, cf = os.urandom(3 * CS), os.urandom(CS)
@@ -101,7 +101,8 @@ def test_prune_keeps_and_verify_checks_the_chunks_of_an_oracle_backup(store, tmp
         begin_scn=1, end_scn=2, archived_scn=3, resetlogs_scn=0, store="library",
         logs=[{"name": "1_7.arc", "chunks": [{"id": c, "size": CS} for c in log_chunks]}],
         controlfile={"name": "c.ctl", "chunks": [{"id": c, "size": CS} for c in cf_chunks]},
-        datafiles=[])
+        datafiles=[], media_version_id="lun-images")
+    back_up(store, "lun-images", os.urandom(2 * CS))  # the replica's LUNs copied to media
     refs = list(catalog_refs(cat, "library"))
     assert {c for _, c in refs} == set(log_chunks + cf_chunks)
     assert prune(store, apply=False).packs_deleted > 0  # without them, the logs look unused
@@ -109,5 +110,9 @@ def test_prune_keeps_and_verify_checks_the_chunks_of_an_oracle_backup(store, tmp
     assert all(store.get(c) for c in log_chunks + cf_chunks)
     pack, _, _ = store.index.lookup(cf_chunks[0])
     pack_path(store.packs_dir, pack).unlink()
-    report = verify(store, [], extra=refs)
-    assert report.unrestorable.keys() == {sid}
+    expected = catalogued_in_store(cat, "library")
+    assert [c.version_id for c in expected] == ["lun-images"]
+    report = verify(store, expected, extra=refs)
+    assert report.unrestorable.keys() == {sid} and report.uncatalogued == []
+    delete_manifest(store, "lun-images")
+    assert verify(store, expected, extra=refs).unrestorable.keys() == {sid, "lun-images"}
