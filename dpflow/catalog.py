@@ -31,6 +31,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from dpflow.errors import NotFound, UserError
@@ -291,13 +293,24 @@ class FileCatalog:
 
 class Catalog(ReplicaCatalog, FileCatalog):
     def __init__(self, url: str) -> None:
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url, future=True)
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        """Open (and create or extend) the catalog; a URL that names no usable database
+        is a UserError naming it (password hidden), before anything else happens."""
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, future=True)
+            if url.startswith("sqlite"):
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
+        except (SQLAlchemyError, OSError, ImportError) as exc:
+            why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise UserError(f"cannot open the catalog {_shown(url)}: {why}; check catalog_url "
+                            f"in the config") from exc
+
+    def close(self) -> None:
+        """Release the catalog's database connections."""
+        self.engine.dispose()
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -422,6 +435,14 @@ class Catalog(ReplicaCatalog, FileCatalog):
         if not rows:
             raise NotFound(f"no version of {object_kind} '{name}' in the catalog: back it up first")
         return rows[-1]
+
+
+def _shown(url: str) -> str:
+    """A catalog URL fit for a message: its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
 
 
 def _add_missing_columns(engine: Any) -> None:
