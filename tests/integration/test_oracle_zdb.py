@@ -73,7 +73,8 @@ def cfg(tmp_path: Path, eva: EvaServer, monkeypatch: pytest.MonkeyPatch) -> str:
                      "password": {"env": "DPFLOW_TEST_EVA_PASSWORD"}, "ca_file": str(eva.ca_file),
                      "backup_host": "proxy", "timeout_s": 2.0, "job_deadline_s": 20,
                      "replica_kind": "snapclone", "keep": 2}],
-         "databases": [dict(db, name=n, dsn=db["dsn"].format(n)) for n in ("ORCL", "NOARC")]
+         "databases": [dict(db, name=n, dsn=db["dsn"].format(n))
+                       for n in ("ORCL", "NOARC", "SHARED")]
          + [dict(db, name="GHOST", dsn="dbhost:1521/GHOST"),
             dict(db, name="BADPW", dsn="dbhost:1521/ORCL",
                  password={"env": "DPFLOW_TEST_EVA_PASSWORD"})],
@@ -204,7 +205,9 @@ def test_bad_input_is_one_line_before_the_array(cfg, drv, eva, tmp_path):
 
     make_db(tmp_path, eva, drv)
     make_db(tmp_path, eva, drv, name="NOARC", archivelog=False)
+    make_db(tmp_path, eva, drv, name="SHARED", controlfile_on_data=True)
     for db, words in [("BADPW", "wrong user or password"),
+                      ("SHARED", "share LUN\\(s\\) SHARED_data1 with datafiles"),
                       ("GHOST", "listener does not know this database"),
                       ("NOARC", "NOARCHIVELOG mode"),
                       ("NOSUCH", "unknown database 'NOSUCH'")]:
