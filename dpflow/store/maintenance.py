@@ -224,8 +224,8 @@ def sweep_temp(store: ChunkStore, *, apply: bool = True) -> list[tuple[str, int]
     """Remove what dead writers left in the store: temporary packs no live process holds,
     stale temporaries of atomic writes, and registrations of backups that are gone.
     Returns (file, bytes) of each one removed (or, with apply=False, that would be)."""
-    out: list[tuple[str, int]] = []
     now = time.time()
+    doomed: list[tuple[Path, str, int]] = []
     for path in sorted(store.tmp_dir.iterdir()):
         try:
             st = path.stat()
@@ -233,19 +233,25 @@ def sweep_temp(store: ChunkStore, *, apply: bool = True) -> list[tuple[str, int]
             continue
         age = now - st.st_mtime
         if path.name.endswith(".pack.tmp"):
-            doomed = age > TEMP_GRACE_S and not _held(path)
-        else:
-            doomed = age > ATOMIC_TEMP_STALE_S
-        if doomed:
-            out.append((f"tmp/{path.name}", st.st_size))
-            if apply:
-                path.unlink(missing_ok=True)
+            if age > TEMP_GRACE_S and not _held(path):
+                doomed.append((path, f"tmp/{path.name}", st.st_size))
+        elif age > ATOMIC_TEMP_STALE_S:
+            doomed.append((path, f"tmp/{path.name}", st.st_size))
     live = {b["session"] for b in live_backups(store)}
     for path in sorted(store.locks_dir.glob("*.session")):
         if path.stem not in live:
-            out.append((f"locks/{path.name}", path.stat().st_size))
-            if apply:
-                path.unlink(missing_ok=True)
+            try:
+                doomed.append((path, f"locks/{path.name}", path.stat().st_size))
+            except FileNotFoundError:
+                continue
+    out: list[tuple[str, int]] = []
+    for path, name, size in doomed:
+        if apply:
+            try:
+                path.unlink()
+            except FileNotFoundError:  # a concurrent run's sweep removed (and reports) it
+                continue
+        out.append((name, size))
     return out
 
 
