@@ -7,10 +7,12 @@ disks: the catalog never lists a version that cannot be restored.
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -19,14 +21,18 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
-    Table,
     Text,
     UniqueConstraint,
     create_engine,
     delete,
     event,
+    inspect,
     select,
+    text,
+    update,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from dpflow.errors import NotFound, UserError
@@ -64,6 +70,8 @@ class SessionRow(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")
     message: Mapped[str] = mapped_column(String(2000), default="")
     flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the owner process:
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # how a dead one is found
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     ended: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -252,7 +260,7 @@ class FileCatalog:
                               files_changed=sum(1 for f in files if f.get("changed"))))
             db.flush()
             if files:
-                db.execute(cast(Table, FileRow.__table__).insert(),  # one executemany
+                db.execute(FileRow.__table__.insert(),
                            [{**f, "version_id": version_id} for f in files])
 
     def file_sets(self, name: str) -> list[FileSetRow]:
@@ -268,7 +276,7 @@ class FileCatalog:
 
     def file_set(self, version_id: str) -> FileSetRow:
         with self.session() as db:
-            row: FileSetRow | None = db.get(FileSetRow, version_id)
+            row = db.get(FileSetRow, version_id)
             if row is None:
                 raise NotFound(f"'{version_id}' is not a file-level version: "
                                f"`dpflow versions` lists image versions")
@@ -285,9 +293,8 @@ class FileCatalog:
 
 class Catalog(ReplicaCatalog, FileCatalog):
     def __init__(self, url: str) -> None:
-        from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
-
-        safe = url.split("@")[-1] if "@" in url else url  # never echo a password
+        """Open (and create or extend) the catalog; a URL that names no usable database
+        is a UserError naming it (password hidden), before anything else happens."""
         try:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -295,20 +302,18 @@ class Catalog(ReplicaCatalog, FileCatalog):
             if url.startswith("sqlite"):
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             Base.metadata.create_all(self.engine)
-        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-            raise UserError(f"catalog_url ...{safe}: no database driver for it ({exc}); use "
-                            f"sqlite:///FILE or postgresql+psycopg://...") from exc
-        except (OperationalError, OSError) as exc:
+            _add_missing_columns(self.engine)
+        except (SQLAlchemyError, OSError, ImportError) as exc:
             why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            raise UserError(f"cannot open the catalog ...{safe}: {why}; check catalog_url "
-                            f"and that the path or server is writable/reachable") from exc
+            raise UserError(f"cannot open the catalog {_shown(url)}: {why}; check catalog_url "
+                            f"in the config") from exc
+
+    def close(self) -> None:
+        """Release the catalog's database connections."""
+        self.engine.dispose()
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
-
-    def close(self) -> None:
-        """Close pooled connections; the catalog stays usable (the pool reopens)."""
-        self.engine.dispose()
 
     def _object(self, db: Session, kind: str, name: str) -> ObjectRow:
         row = db.scalar(select(ObjectRow).where(ObjectRow.kind == kind, ObjectRow.name == name))
@@ -323,7 +328,8 @@ class Catalog(ReplicaCatalog, FileCatalog):
                       flow_run_id: str | None = None) -> str:
         with self.session() as db, db.begin():
             row = SessionRow(kind=kind, object=self._object(db, object_kind, name),
-                             flow_run_id=flow_run_id)
+                             flow_run_id=flow_run_id, host=socket.gethostname(),
+                             pid=os.getpid())
             db.add(row)
             db.flush()
             return row.id
@@ -336,6 +342,24 @@ class Catalog(ReplicaCatalog, FileCatalog):
                 raise NotFound(f"no session {session_id}")
             row.status, row.message, row.ended = status, message[:2000], now()
             row.bytes_read, row.bytes_written = bytes_read, bytes_written
+
+    def running_sessions(self) -> list[SessionRow]:
+        """Sessions still marked running, oldest first (some may have lost their owner)."""
+        with self.session() as db:
+            q = select(SessionRow).where(SessionRow.status == "running")
+            rows = list(db.scalars(q.order_by(SessionRow.started)))
+            for r in rows:
+                _ = r.object
+            return rows
+
+    def abort_session(self, session_id: str, message: str) -> bool:
+        """Close a session whose owner is gone as `aborted`; False if it ended meanwhile."""
+        with self.session() as db, db.begin():
+            done = db.execute(update(SessionRow)
+                              .where(SessionRow.id == session_id,
+                                     SessionRow.status == "running")
+                              .values(status="aborted", message=message[:2000], ended=now()))
+            return bool(done.rowcount)
 
     def get_session(self, session_id: str) -> SessionRow:
         with self.session() as db:
@@ -411,6 +435,27 @@ class Catalog(ReplicaCatalog, FileCatalog):
         if not rows:
             raise NotFound(f"no version of {object_kind} '{name}' in the catalog: back it up first")
         return rows[-1]
+
+
+def _shown(url: str) -> str:
+    """A catalog URL fit for a message: its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url)
+
+
+def _add_missing_columns(engine: Any) -> None:
+    """Add the nullable columns a newer dpflow defines to a catalog made by an older one
+    (additions only: nothing is renamed or dropped)."""
+    have = inspect(engine)
+    with engine.begin() as conn:
+        for table in Base.metadata.sorted_tables:
+            present = {c["name"] for c in have.get_columns(table.name)}
+            for col in table.columns:
+                if col.name not in present and col.nullable:
+                    kind = col.type.compile(dialect=engine.dialect)
+                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

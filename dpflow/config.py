@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dpflow.errors import UserError
+from dpflow.sites import DrGroupSpec, Site, check_sites
 
 
 class Strict(BaseModel):
@@ -129,6 +130,15 @@ class Proxy(Strict):
     read_streams: int = Field(2, ge=1, le=32, description="disk ranges read at once; the "
                               "measured best on 2 cores is 2 (bench/README.md)")
     workers: int = Field(2, ge=1, le=64)
+    transports: list[Literal["direct", "network"]] = Field(
+        ["direct", "network"], min_length=1,
+        description="how snapshot disks are read and restored disks written, tried in "
+        "order: direct = the datastore's files straight from `datastores` (SAN or Direct "
+        "NFS); network = HTTPS through the host. A disk whose datastore is not visible "
+        "falls through to the next; the version records which one was used")
+    datastores: dict[str, Path] = Field(
+        {}, description="datastore name → the directory where this proxy sees it (NFS "
+        "export mounted, or the SAN LUN's file system); only these can go direct")
 
 
 class Array(Endpoint):
@@ -147,10 +157,44 @@ class Array(Endpoint):
     policy: Literal["strict", "loose"] = Field(
         "strict", description="strict: fail if the kind cannot be made; loose: fall back to a "
         "cheaper kind when the array lacks space, recorded in the version")
+    san: Literal["block", "https"] = Field(
+        "block", description="how the backup host reads a presented LUN: block (its device "
+        "under san_device_dir) or https (the array's host data path, as the EVA simulator's)")
+    san_device_dir: str = "/dev/disk/by-id"
 
     @property
     def url(self) -> str:
         return f"https://{self.host}:{self.port}"
+
+
+class Database(Strict):
+    """An Oracle database protected by Zero Downtime Backup on array replicas."""
+
+    name: str = Field(description="the database name (v$database.name)")
+    dsn: str = Field(description="Oracle Net address, e.g. 'dbhost:1521/ORCL'")
+    user: str = "sys"
+    password: SecretRef
+    connect: str = Field("oracledb:connect", description="the connection factory, "
+                         "'module:callable' (python-oracledb's by default)")
+    connect_timeout_s: float = Field(15.0, gt=0, description="outer deadline of a connect")
+    array: str | None = Field(None, description="the array holding its LUNs (default: first)")
+    vm: str | None = Field(None, description="the VM running it: its RDM disks are checked")
+    replica_kind: Literal["snapshot", "vsnap", "snapclone", "mirrorclone"] | None = None
+    keep: int | None = Field(None, ge=1, le=64)
+    include_log_luns: bool = Field(False, description="replicate control file / online redo "
+                                   "LUNs when they share LUNs with datafiles")
+    backup_dir: str = Field("/u01/app/oracle/dpflow", description="directory on the database "
+                            "host where the backup control file is written")
+
+
+class Limits(Strict):
+    """How many VM backups may run at once, per backup proxy, per datastore and per ESX
+    host: Prefect global concurrency limits on the server, so they hold across workers."""
+
+    per_proxy: int = Field(4, ge=1, le=256, description="VM backups one proxy runs at once")
+    per_datastore: int = Field(2, ge=1, le=256,
+                               description="snapshots taken and read on one datastore at once")
+    per_host: int = Field(2, ge=1, le=256, description="VM backups of one ESX host at once")
 
 
 class DataCentre(Strict):
@@ -161,6 +205,23 @@ class DataCentre(Strict):
     change_tracking: ChangeTracking = ChangeTracking()
     catalog_url: str = "sqlite:///catalog.db"
     arrays: list[Array] = []
+    databases: list[Database] = []
+    sites: list[Site] = []
+    dr_groups: list[DrGroupSpec] = []
+    limits: Limits = Limits()
+
+    @model_validator(mode="after")
+    def _sites(self) -> DataCentre:
+        check_sites(self.sites, self.dr_groups, {a.name for a in self.arrays},
+                    {v.name for v in self.vcenters})
+        return self
+
+    def site(self, name: str) -> Site:
+        for s in self.sites:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.sites) or "none"
+        raise UserError(f"unknown site '{name}': the config defines {known} (add 'sites:')")
 
     @model_validator(mode="after")
     def _unique_names(self) -> DataCentre:
@@ -195,8 +256,16 @@ class DataCentre(Strict):
         known = ", ".join(a.name for a in self.arrays)
         raise UserError(f"unknown array '{name}': the config defines {known}")
 
+    def database(self, name: str) -> Database:
+        for d in self.databases:
+            if d.name.upper() == name.upper():
+                return d
+        known = ", ".join(d.name for d in self.databases) or "no databases"
+        raise UserError(f"unknown database '{name}': the config defines {known} "
+                        f"(add it under 'databases:')")
 
-def _first_error_line(path: Path, exc: ValidationError) -> str:
+
+def _first_error_line(path: Path | str, exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"]
@@ -212,28 +281,34 @@ def load(path: Path) -> DataCentre:
         text = path.read_text()
     except OSError as exc:
         raise UserError(f"cannot read config {path}: {exc.strerror}; pass --config FILE") from exc
+    return parse(text, str(path), path.parent.resolve())
+
+
+def parse(text: str, source: str, base: Path) -> DataCentre:
+    """Validate a data-centre document read from `source` (a file, a Prefect block);
+    relative paths in it are taken relative to `base`."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         kind = exc.__class__.__name__
-        raise UserError(f"bad config {path}:{where}: not valid YAML ({kind})") from exc
+        raise UserError(f"bad config {source}:{where}: not valid YAML ({kind})") from exc
     if not isinstance(raw, dict):
-        raise UserError(f"bad config {path}: expected a mapping with 'vcenters' and 'stores'")
+        raise UserError(f"bad config {source}: expected a mapping with 'vcenters' and 'stores'")
     try:
         dc = DataCentre.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(_first_error_line(path, exc)) from exc
-    dc = _anchor_paths(dc, path.parent.resolve())
+        raise UserError(_first_error_line(source, exc)) from exc
+    dc = _anchor_paths(dc, base)
     for ep in [*dc.vcenters, *dc.arrays]:
         if ep.ca_file is not None:
-            _check_ca_file(path, ep.name, ep.ca_file)
-    _check_catalog_url(path, dc.catalog_url)
+            _check_ca_file(source, ep.name, ep.ca_file)
+    _check_catalog_url(source, dc.catalog_url)
     return dc
 
 
-def _check_ca_file(config: Path, endpoint: str, ca: Path) -> None:
+def _check_ca_file(config: str, endpoint: str, ca: Path) -> None:
     """A CA bundle that is missing or not PEM fails here, not as a TLS traceback later."""
     try:
         head = ca.read_bytes()[:1 << 20]
@@ -245,7 +320,7 @@ def _check_ca_file(config: Path, endpoint: str, ca: Path) -> None:
                         f"certificate (-----BEGIN CERTIFICATE-----); export the CA as PEM")
 
 
-def _check_catalog_url(config: Path, url: str) -> None:
+def _check_catalog_url(config: str, url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -265,8 +340,10 @@ def _anchor_paths(dc: DataCentre, base: Path) -> DataCentre:
     arrays = [
         a.model_copy(update={"ca_file": base / a.ca_file}) if a.ca_file else a for a in dc.arrays
     ]
+    proxies = [p.model_copy(update={"datastores": {k: base / v for k, v in p.datastores.items()}})
+               for p in dc.proxies]
     url = dc.catalog_url
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = f"sqlite:///{base / url.removeprefix('sqlite:///')}"
     return dc.model_copy(update={"stores": stores, "vcenters": vcs, "arrays": arrays,
-                                 "catalog_url": url})
+                                 "proxies": proxies, "catalog_url": url})

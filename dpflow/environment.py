@@ -21,9 +21,11 @@ from dpflow.catalog import Catalog
 from dpflow.errors import NotFound, UserError
 from dpflow.store import ChunkStore
 from dpflow.store.crypto import parse_key
+from drivers.oracle_protocol import OracleDatabase
 from drivers.protocols import ArrayDriver, Hypervisor, VmInfo
 
-DRIVERS = {"vsphere": "drivers.vsphere:VSphere", "smis": "drivers.smis:open_array"}
+DRIVERS = {"vsphere": "drivers.vsphere:VSphere", "smis": "drivers.smis:open_array",
+           "oracle": "drivers.oracle:open_database"}
 _lock = threading.Lock()
 
 
@@ -33,6 +35,7 @@ class Environment:
         self.dc = cfg.load(path)
         self._hypervisors: dict[str, Hypervisor] = {}
         self._arrays: dict[str, ArrayDriver] = {}
+        self._databases: dict[str, OracleDatabase] = {}
         self._catalog: Catalog | None = None
         self._stores: dict[str, ChunkStore] = {}
         self._users = 0
@@ -59,6 +62,16 @@ class Environment:
                 self._arrays[a.name] = make(a, a.password.resolve())
             return self._arrays[a.name]
 
+    def database(self, name: str) -> OracleDatabase:
+        """The driver of a configured Oracle database (one connection, reused)."""
+        d = self.dc.database(name)
+        with _lock:
+            if d.name not in self._databases:
+                module, factory = DRIVERS["oracle"].split(":")
+                make = getattr(importlib.import_module(module), factory)
+                self._databases[d.name] = make(d, d.password.resolve())
+            return self._databases[d.name]
+
     def locate_vm(self, vm: str) -> tuple[str, VmInfo]:
         """The vCenter that holds `vm`, and the VM: the first that knows it wins."""
         for vc in self.dc.vcenters:
@@ -76,15 +89,16 @@ class Environment:
                 self._catalog = Catalog(self.dc.catalog_url)
             return self._catalog
 
-    def store(self, name: str | None = None) -> ChunkStore:
-        """The open store of that name (the first by default), one per environment."""
+    def store(self, name: str | None = None, *, create: bool = False) -> ChunkStore:
+        """The configured store, opened once per environment; only a backup may `create`
+        it (NotFound else)."""
         s = self.dc.store(name)
         with _lock:
             if s.name not in self._stores:
                 key = parse_key(s.key.resolve()) if s.key else None
                 self._stores[s.name] = ChunkStore(
                     s.path, compression_level=s.compression_level, key=key,
-                    pack_target=s.pack_size_mib << 20).init()
+                    pack_target=s.pack_size_mib << 20).init(create=create)
             return self._stores[s.name]
 
     def close(self) -> None:
@@ -103,6 +117,9 @@ class Environment:
         for a in self._arrays.values():
             a.close()
         self._arrays.clear()
+        for d in self._databases.values():
+            d.close()
+        self._databases.clear()
 
 
 _loaded: dict[tuple[str, int], Environment] = {}

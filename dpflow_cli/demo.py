@@ -177,6 +177,11 @@ def run_demo(workdir: Path, disk_mib: int, console: Console) -> None:
 
     rows += run_array_demo(workdir / "array", console)
 
+    console.rule("oracle: Zero Downtime Backup and Instant Recovery of a database")
+    from dpflow_cli.demo_oracle import run_oracle_demo
+
+    rows += run_oracle_demo(workdir / "oracle", console)
+
     ok = all(not any(bad in r[1] for bad in ("FAILED", "NO", "NOT", "DAMAGED", "failed"))
              for r in rows)
     rows.append(("demo", "passed" if ok else "FAILED",

@@ -45,7 +45,7 @@ def backup_files(
     """File-level backup of a VM's guest file systems (NTFS, ext) from a snapshot."""
     def check() -> None:
         from dpflow.environment import environment
-        from tasks.guestfiles import plan_level
+        from tasks.filebackup import plan_level
 
         plan_level(environment(config), vm, level, store, full_if_needed)
         environment(config).dc.store(store)
@@ -67,6 +67,8 @@ def backup_files(
                   f"[{vols}]")
     for p in r.problems:
         console.print(f"[yellow]warning:[/] {p}", highlight=False)
+    for line in r.leftovers:
+        console.print(f"[yellow]cleaned up:[/] {line}", highlight=False)
     if r.problems:
         console.print(f"[yellow]{len(r.problems)} problem(s) in all[/]")
     exit_for([r.status])
@@ -97,6 +99,9 @@ def find(
         table.add_row(r.volume, r.path + (f" -> {r.target}" if r.target else ""), r.kind,
                       f"{r.size:,}", when, ma, r.owner or "-")
     console.print(table)
+
+SHOWN = 20  # lines per kind on the terminal; the totals and the artifact have them all
+
 
 @restore_app.command("files")
 def restore_files(
@@ -136,6 +141,9 @@ def restore_files(
         vid = (image_version_of(environment(config), vm, version) if from_image
                else select_catalogued(environment(config), vm, patterns, version)[0])
         if to is not None:
+            from tasks.guestfiles import check_restore_target
+
+            check_restore_target(environment(config), to)
             SafeTarget(to).close()
         return vid
     vid = guard(check)
@@ -157,9 +165,13 @@ def restore_files(
     r = guard(go)
     src = (f", read {mb(r.source_bytes_read)} of a {mb(r.image_bytes)} image"
            if r.source == "image" else "")
-    console.print(f"[green]restored[/] {r.files} object(s) of {vm} version {r.version_id} "
+    console.print(f"[green]restored[/] {r.restored} object(s) of {vm} version {r.version_id} "
                   f"to {r.target}: {mb(r.bytes_written)} in {r.seconds:.1f}s{src}")
     for what, items in (("skipped (exists)", r.skipped), ("renamed", r.renamed),
-                        ("refused", r.refused)):
-        for i in items[:20]:
+                        ("refused", r.refused), ("failed", r.failed)):
+        for i in items[:SHOWN]:
             console.print(f"[yellow]{what}:[/] {i}", highlight=False)
+        if len(items) > SHOWN:
+            console.print(f"[yellow]{what}:[/] ... and {len(items) - SHOWN} more (all of them "
+                          f"in the flow run's artifact)", highlight=False)
+    console.print(f"totals: {r.totals()}", highlight=False)

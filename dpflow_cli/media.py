@@ -100,9 +100,15 @@ def prune(apply: Annotated[bool, typer.Option(help="really delete (default: dry 
 
         return prune_media(cfg, store, apply)
     r = guard(go)
+    for line in r.leftover_sessions:
+        console.print(f"[yellow]{'closed' if apply else 'would close'} as aborted:[/] {line}",
+                      highlight=False)
+    for name, size in r.temp_removed:
+        console.print(f"{'removed' if apply else 'would remove'} leftover {name} "
+                      f"({size:,} bytes)", highlight=False)
     if r.deferred_by:
         console.print(f"[yellow]prune deferred[/]: backup session(s) {', '.join(r.deferred_by)} "
-                      f"running; nothing deleted")
+                      f"running; no pack deleted")
         raise typer.Exit(3)
     verb = "deleted" if apply else "would delete"
     console.print(f"{verb} {r.packs_deleted} pack(s): {r.chunks_freed:,} chunks, "

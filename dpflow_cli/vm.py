@@ -34,7 +34,8 @@ def backup_vm(names: Annotated[list[str], typer.Argument(help="VM names")],
         from flows.vm_image import backup_vms
 
         env = environment(cfg)
-        env.store(store)  # unknown store, wrong or missing key: one line, nothing touched
+        # unknown store, wrong or missing key: one line, nothing touched
+        env.store(store, create=True)
         for n in names:
             env.locate_vm(n)  # unknown VM: one line before any snapshot is taken
         return with_progress(lambda: backup_vms(cfg, names, store))
@@ -47,6 +48,9 @@ def backup_vm(names: Annotated[list[str], typer.Argument(help="VM names")],
                       "-" if r.quiesced is None else ("yes" if r.quiesced else "no"),
                       mb(r.bytes_read), mb(r.bytes_added), f"{r.seconds:.1f}s", r.message)
     console.print(table)
+    for r in results:
+        for line in r.leftovers:
+            console.print(f"[yellow]cleaned up:[/] {line}", highlight=False)
     exit_for([r.status for r in results])
 
 

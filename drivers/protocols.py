@@ -50,6 +50,17 @@ class VmInfo(BaseModel):
     disks: list[DiskInfo] = []
 
 
+class RawDisk(BaseModel):
+    """A raw device mapping (RDM): a VM disk that passes an array LUN through."""
+
+    key: int
+    label: str
+    device_name: str  # e.g. /vmfs/devices/disks/naa.600508b4...
+    lun_uuid: str
+    compatibility_mode: str  # physicalMode | virtualMode
+    wwn: str  # the LUN's WWN (hex, lower case), from the device name
+
+
 class SnapshotRef(BaseModel):
     moref: str
     name: str
@@ -78,6 +89,10 @@ class Hypervisor(Protocol):
         ...
 
     def find_vm(self, name: str) -> VmInfo: ...
+
+    def raw_disks(self, vm: VmInfo) -> list[RawDisk]:
+        """The VM's RDM disks with the identity of the LUN each passes through."""
+        ...
 
     def create_snapshot(self, vm: VmInfo, name: str, quiesce: bool) -> SnapshotRef: ...
 

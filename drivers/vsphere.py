@@ -25,7 +25,14 @@ from pyVmomi import vim, vmodl
 
 from drivers.endpoints import VCenterEndpoint
 from drivers.errors import NotFound, PermanentError, TransientError, UserError
-from drivers.protocols import CbtUnusable, DiskInfo, QuiesceFailed, SnapshotRef, VmInfo
+from drivers.protocols import (
+    CbtUnusable,
+    DiskInfo,
+    QuiesceFailed,
+    RawDisk,
+    SnapshotRef,
+    VmInfo,
+)
 
 T = TypeVar("T")
 
@@ -189,6 +196,23 @@ class VSphere:
 
     def find_vm(self, name: str) -> VmInfo:
         return self._call(f"find VM {name}", lambda: self._vm_info(self._vm_obj(name)))
+
+    def raw_disks(self, vm: VmInfo) -> list[RawDisk]:
+        """RDM disks of `vm` and the LUN each maps (its naa. WWN in the device name)."""
+        def go() -> list[RawDisk]:
+            out = []
+            for d in self._vm_by_moref(vm.moref).config.hardware.device:
+                b = getattr(d, "backing", None)
+                if isinstance(d, vim.vm.device.VirtualDisk) and isinstance(
+                        b, vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo):
+                    dev = b.deviceName or ""
+                    out.append(RawDisk(key=d.key, label=d.deviceInfo.label if d.deviceInfo
+                                       else "", device_name=dev, lun_uuid=b.lunUuid or "",
+                                       compatibility_mode=b.compatibilityMode or "",
+                                       wwn=dev.rpartition("naa.")[2].lower() if "naa." in dev
+                                       else ""))
+            return out
+        return self._call(f"read RDM disks of {vm.name}", go)
 
     def vm_exists(self, name: str) -> bool:
         try:

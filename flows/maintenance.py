@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 from dpflow.environment import open_environment
 from dpflow.retention import KeepPolicy
 from dpflow.store.maintenance import PruneReport, StoreDamaged, VerifyReport
-from tasks.maintenance import forget, plan_forget, prune_store, verify_store
+from tasks.maintenance import clean_leftovers, forget, plan_forget, prune_store, verify_store
 
 
 @flow(name="verify-store")
@@ -17,19 +17,19 @@ def verify_media(config: str, store: str | None = None, read_percent: float = 0.
     them, they decrypt and hash right). A version that cannot be restored fails the run."""
     with open_environment(config) as env:
         report = verify_store(env, store, read_percent)
-    log = get_run_logger()
-    for vid in report.uncatalogued:
-        log.warning("manifest %s is in the store but no catalog row names it (a backup "
-                    "stopped between the two); prune keeps its chunks", vid)
-    if not report.ok:
-        for vid, why in report.unrestorable.items():
-            log.error("version %s cannot be restored: %s", vid, why)
-        exc = StoreDamaged(f"store damaged: {len(report.unrestorable)} of {report.versions} "
-                           f"version(s) cannot be restored, {len(report.damaged)} chunk(s) "
-                           f"damaged or missing")
-        exc.report = report
-        raise exc
-    return report
+        log = get_run_logger()
+        for vid in report.uncatalogued:
+            log.warning("manifest %s is in the store but no catalog row names it (a backup "
+                        "stopped between the two); prune keeps its chunks", vid)
+        if not report.ok:
+            for vid, why in report.unrestorable.items():
+                log.error("version %s cannot be restored: %s", vid, why)
+            exc = StoreDamaged(f"store damaged: {len(report.unrestorable)} of {report.versions} "
+                               f"version(s) cannot be restored, {len(report.damaged)} chunk(s) "
+                               f"damaged or missing")
+            exc.report = report
+            raise exc
+        return report
 
 
 @flow(name="forget-versions")
@@ -38,6 +38,7 @@ def forget_versions(config: str, policy: KeepPolicy, vm: str | None = None,
                     ) -> dict[str, dict[str, list[str]]]:
     """Apply a keep policy; a dry run unless `apply`. Never forgets a protected version."""
     with open_environment(config) as env:
+        clean_leftovers(env, store, apply=apply)
         plan = plan_forget(env, store, vm, policy)
         if apply:
             for decisions in plan.values():
@@ -49,6 +50,13 @@ def forget_versions(config: str, policy: KeepPolicy, vm: str | None = None,
 
 @flow(name="prune-store")
 def prune_media(config: str, store: str | None = None, apply: bool = False) -> PruneReport:
-    """Free the chunks no version references; defers while a backup runs."""
+    """Free the chunks no version references; defers while a backup runs. Sessions whose
+    owner is gone are closed as aborted and temporary files dead writers left are removed
+    first (a dry run lists them)."""
     with open_environment(config) as env:
-        return prune_store(env, store, apply)
+        left = clean_leftovers(env, store, apply=apply)
+        report = prune_store(env, store, apply)
+        report.leftover_sessions = left.sessions
+        report.temp_removed = left.temp_files + [t for t in report.temp_removed
+                                                 if t not in left.temp_files]
+        return report

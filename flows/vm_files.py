@@ -14,6 +14,7 @@ import time
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from dpflow.environment import open_environment
@@ -22,17 +23,17 @@ from dpflow.guestfs.target import CONFLICTS
 from dpflow.locks import exclusive
 from flows.outcomes import ended
 from tasks.catalog import close_session, open_session
+from tasks.filebackup import backup_disk_files, commit_files_version, plan_level
 from tasks.guestfiles import (
     DiskFiles,
     FileRestore,
-    backup_disk_files,
-    commit_files_version,
+    check_restore_target,
     image_version_of,
-    plan_level,
     restore_catalogued_files,
     restore_image_files,
     select_catalogued,
 )
+from tasks.maintenance import clean_leftovers
 from tasks.sessions import registered, session
 from tasks.vsphere import check_space, find_vm, frozen_snapshot, snapshot_disks
 
@@ -54,6 +55,7 @@ class FileBackupResult(BaseModel):
     seconds: float = 0.0
     snapshot_removed: bool = True
     message: str = ""
+    leftovers: list[str] = []  # what dead runs had left, cleaned up at the start
 
 
 class FileRestoreResult(FileRestore):
@@ -85,6 +87,7 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
                 s.message = result.message = why_not
                 return ended(result, "skipped", why_not)
             with registered(env, store, s.id):
+                result.leftovers = clean_leftovers(env, store, s.id, ("vm", vm)).lines()
                 with frozen_snapshot(env, vcenter, info, s.id) as frozen:
                     disks = snapshot_disks(env, vcenter, frozen.snap)
                     parts = [backup_disk_files(env, vcenter, vm, d, i, base, include, exclude,
@@ -109,7 +112,7 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
                 quiesced=frozen.snap.quiesced, files=sum(len(p.files) for p in parts),
                 files_read=sum(p.files_read for p in parts), bytes_read=s.bytes_read,
                 bytes_added=s.bytes_written, volumes=[v for p in parts for v in p.volumes],
-                problems=problems, snapshot_removed=frozen.removed,
+                problems=problems, snapshot_removed=frozen.removed, leftovers=result.leftovers,
                 seconds=time.perf_counter() - t0)), s.status, s.message)
 
 
@@ -122,6 +125,18 @@ def require_a_readable_volume(vm: str, parts: list[DiskFiles]) -> None:
                          for v in volumes) or "no partition or volume found"
         raise PermanentError(f"no guest file system of {vm} could be read ({seen}); nothing "
                              f"was protected: back it up as an image instead")
+
+
+def _publish_restore(r: FileRestore, session_id: str, what: str) -> None:
+    """The totals and every renamed, refused, skipped and failed object, kept with the
+    flow run (the catalog's session keeps the totals line)."""
+    lines = [f"# {what}", "", f"session {session_id}: {r.totals()}", ""]
+    for kind, items in (("renamed", r.renamed), ("refused", r.refused),
+                        ("skipped", r.skipped), ("failed", r.failed)):
+        if items:
+            lines += [f"## {kind} ({len(items)})", ""] + [f"- `{i}`" for i in items] + [""]
+    create_markdown_artifact(markdown="\n".join(lines), key=f"restore-{session_id}".lower(),
+                             description=r.totals())
 
 
 def _check_restore_input(conflict: str) -> None:
@@ -140,6 +155,7 @@ def restore_vm_files(config: str, vm: str, target: str, patterns: list[str],
         t0 = time.perf_counter()
         _check_restore_input(conflict)
         version_id, _ = select_catalogued(env, vm, patterns, version)
+        check_restore_target(env, target)
         SafeTarget(target).close()  # not writable: one line, before anything is read
         session_id = open_session(env, "restore-files", vm, "vmfiles")
         try:
@@ -147,8 +163,9 @@ def restore_vm_files(config: str, vm: str, target: str, patterns: list[str],
         except BaseException as exc:
             close_session(env, session_id, "failed", first_line(exc))
             raise
-        close_session(env, session_id, "completed", f"from version {version_id}", 0,
-                      r.bytes_written)
+        _publish_restore(r, session_id, f"files of {vm} from version {version_id}")
+        close_session(env, session_id, "completed", f"from version {version_id}: {r.totals()}",
+                      0, r.bytes_written)
         return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
                                  target=target, seconds=time.perf_counter() - t0)
 
@@ -165,6 +182,7 @@ def restore_files_from_image(config: str, vm: str, target: str, patterns: list[s
         t0 = time.perf_counter()
         _check_restore_input(conflict)
         version_id = image_version_of(env, vm, version)
+        check_restore_target(env, target)
         SafeTarget(target).close()
         session_id = open_session(env, "restore-files-image", vm)
         try:
@@ -172,8 +190,10 @@ def restore_files_from_image(config: str, vm: str, target: str, patterns: list[s
         except BaseException as exc:
             close_session(env, session_id, "failed", first_line(exc))
             raise
-        close_session(env, session_id, "completed", f"from image version {version_id}",
-                      r.source_bytes_read, r.bytes_written)
+        _publish_restore(r, session_id, f"files of {vm} from image version {version_id}")
+        close_session(env, session_id, "completed",
+                      f"from image version {version_id}: {r.totals()}", r.source_bytes_read,
+                      r.bytes_written)
         return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="image",
                                  target=target, seconds=time.perf_counter() - t0)
 
@@ -199,7 +219,8 @@ def restore_vm_files_into_guest(config: str, vm: str, guest_dir: str, patterns: 
         except BaseException as exc:
             close_session(env, session_id, "failed", first_line(exc))
             raise
-        close_session(env, session_id, "completed", f"from version {version_id} into the guest",
-                      0, r.bytes_written)
+        _publish_restore(r, session_id, f"files of {vm} from version {version_id} into the guest")
+        close_session(env, session_id, "completed",
+                      f"from version {version_id} into the guest: {r.totals()}", 0, r.bytes_written)
         return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
                                  target=f"guest:{guest_dir}", seconds=time.perf_counter() - t0)

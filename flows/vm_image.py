@@ -21,6 +21,7 @@ from dpflow.locks import exclusive
 from dpflow.store.manifest import VersionManifest
 from drivers.protocols import VmInfo
 from flows.outcomes import ended
+from tasks.maintenance import clean_leftovers
 from tasks.media import (
     DiskCopy,
     backup_disk,
@@ -55,6 +56,7 @@ class BackupResult(BaseModel):
     seconds: float = 0.0
     snapshot_removed: bool = True
     message: str = ""
+    leftovers: list[str] = []  # what dead runs had left, cleaned up at the start
 
 
 def version_note(quiesced: bool, copies: list[DiskCopy]) -> str:
@@ -64,6 +66,9 @@ def version_note(quiesced: bool, copies: list[DiskCopy]) -> str:
     parts.append(f"incremental (CBT) {inc}/{len(copies)} disks" if inc else "full")
     parts += [f"{c.manifest.label}: full, {c.manifest.full_reason}" for c in copies
               if c.manifest.full_reason and not c.manifest.full_reason.startswith("first")]
+    used = sorted({c.transport for c in copies})
+    if used:
+        parts.append(f"transport {'+'.join(used)}")
     return "; ".join(parts)
 
 
@@ -94,6 +99,7 @@ def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupRes
                 s.message = result.message = why_not
                 return ended(result, "skipped", why_not)
             with registered(env, store, s.id):
+                result.leftovers = clean_leftovers(env, store, s.id, ("vm", vm)).lines()
                 previous = previous_version(env, vm, store)
                 enable_change_tracking(env, vcenter, info)
                 with frozen_snapshot(env, vcenter, info, s.id) as frozen:
@@ -110,6 +116,7 @@ def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupRes
                 status="completed", version_id=frozen.version_id,
                 quiesced=frozen.snap.quiesced, bytes_read=s.bytes_read,
                 bytes_added=s.bytes_written, snapshot_removed=frozen.removed,
+                leftovers=result.leftovers,
                 seconds=time.perf_counter() - t0))
 
 

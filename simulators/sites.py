@@ -1,15 +1,31 @@
 """Two sites for Continuous Access: EVA server processes that replicate to each other.
 
-Why a helper: a test, the demo and the bench all need the same wiring (each array told
-its peer's URL, credentials and CA, so the inter-site link is verified HTTPS like the
-management path) and the same link controls on both ends.
+Why a helper: tests, the demo and the bench all need the same wiring (each array told its
+peer's URL, credentials and CA, so the inter-site link is verified HTTPS like the
+management path), the same link controls on both ends (down, up, slow), one clock move
+for both arrays (the failback guard) and a data-centre file that describes the sites.
+
+    with TwoSites.start(tmp) as s:
+        cfg = s.write_config(tmp / "dc.yaml", [{"name": "dr1", "home": "A", "remote": "B",
+                                                "vdisks": ["vd1"], "mode": "async"}])
+        s.link(up=False)
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+import yaml
+
 from simulators.eva.process import EvaServer
+
+MiB = 1 << 20
+SITES = {"A": ("EVA-A", "esx-a", "50014380000000A1"), "B": ("EVA-B", "esx-b",
+                                                           "50014380000000B1")}
+BACKUP_HOST = ("backup", {"A": "50014380000000A9", "B": "50014380000000B9"})
 
 
 def link_arrays(a: EvaServer, b: EvaServer) -> None:
@@ -25,3 +41,88 @@ def set_link(arrays: list[EvaServer], **wire: Any) -> None:
     and delay_s slow it."""
     for e in arrays:
         e.control(op="link", **wire)
+
+
+class TwoSites:
+    """Site A and site B, one simulated EVA each, linked; hosts esx-a / esx-b."""
+
+    def __init__(self, root: Path, arrays: dict[str, EvaServer]) -> None:
+        self.root, self.arrays = root, arrays
+
+    @classmethod
+    def start(cls, root: Path | str, pool_bytes: int = 512 * MiB) -> TwoSites:
+        root = Path(root)
+        arrays: dict[str, EvaServer] = {}
+        try:
+            for site, (name, host, wwn) in SITES.items():
+                arrays[site] = EvaServer.start(
+                    root / name, pools={"DG1": pool_bytes},
+                    hosts={host: [wwn], BACKUP_HOST[0]: [BACKUP_HOST[1][site]]}, name=name)
+            link_arrays(arrays["A"], arrays["B"])
+        except BaseException:
+            for e in arrays.values():
+                e.stop()
+            raise
+        return cls(root, arrays)
+
+    @property
+    def a(self) -> EvaServer:
+        return self.arrays["A"]
+
+    @property
+    def b(self) -> EvaServer:
+        return self.arrays["B"]
+
+    def host(self, site: str) -> Any:
+        """The data path of the site's ESX host (LUN reads and writes)."""
+        return self.arrays[site].host_port(SITES[site][1])
+
+    def link(self, **wire: Any) -> None:
+        set_link(list(self.arrays.values()), **wire)
+
+    def advance_clock(self, seconds: float) -> None:
+        for e in self.arrays.values():
+            e.control(op="advance_clock", seconds=seconds)
+
+    def dr_info(self, site: str, group: str) -> dict[str, Any]:
+        """The group as the site's array sees it (not through SMI-S: for checks)."""
+        return dict(self.arrays[site].control(op="dr_info", group=group))
+
+    def restart(self, site: str) -> None:
+        """Start a stopped array again from its state (a site coming back)."""
+        old = self.arrays[site]
+        name, host, wwn = SITES[site]
+        self.arrays[site] = EvaServer.start(old.root, user=old.user, password=old.password,
+                                            name=name)
+        link_arrays(self.arrays["A"], self.arrays["B"])
+
+    def write_config(self, path: Path, dr_groups: list[dict[str, Any]],
+                     env_prefix: str = "DPFLOW_SITE") -> Path:
+        """A data-centre file with both arrays, both sites and these DR groups. The array
+        passwords are put in the environment (the file only names the variables)."""
+        arrays = []
+        for site, e in self.arrays.items():
+            var = f"{env_prefix}_{site}_PASSWORD"
+            os.environ[var] = e.password
+            arrays.append({"name": SITES[site][0], "host": "127.0.0.1", "port": e.port,
+                           "user": e.user, "password": {"env": var}, "ca_file": str(e.ca_file),
+                           "backup_host": BACKUP_HOST[0], "timeout_s": 10.0})
+        cfg = {"stores": [{"name": "library", "path": str(path.parent / "store")}],
+               "catalog_url": f"sqlite:///{path.parent / 'catalog.db'}",
+               "arrays": arrays,
+               "sites": [{"name": s, "array": SITES[s][0], "hosts": [SITES[s][1]]}
+                         for s in self.arrays],
+               "dr_groups": dr_groups}
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path
+
+    def stop(self) -> None:
+        for e in self.arrays.values():
+            e.stop()
+
+    def __enter__(self) -> TwoSites:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

@@ -5,10 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from sqlalchemy import select
+from prefect import get_run_logger
+from pydantic import BaseModel
+from sqlalchemy import inspect, select
 
-from dpflow.catalog import FileRow, VersionRow
+from dpflow.catalog import Catalog, FileRow, VersionRow
+from dpflow.catalog_oracle import OracleBackupRow
 from dpflow.environment import Environment
+from dpflow.leftovers import close_orphan_sessions
+from dpflow.locks import is_free
 from dpflow.retention import Candidate, KeepPolicy, decide
 from dpflow.store.maintenance import (
     Catalogued,
@@ -16,6 +21,7 @@ from dpflow.store.maintenance import (
     VerifyReport,
     prune,
     register_backup,
+    sweep_temp,
     unregister_backup,
     verify,
 )
@@ -23,17 +29,75 @@ from dpflow.store.manifest import delete_manifest
 from tasks.common import step
 
 
-def _file_refs(env: Environment, store_name: str) -> Iterator[tuple[str, str]]:
-    """(version, chunk) pairs of file-level versions: they live in the catalog, not in
-    manifests, and must count as references too."""
-    cat = env.catalog()
+def catalog_refs(cat: Catalog, store_name: str) -> Iterator[tuple[str, str]]:
+    """(version, chunk) pairs the catalog holds rather than a manifest: the files of
+    file-level versions and the archived logs and control files of Oracle backups. Prune
+    and verify count them as references too."""
     with cat.session() as db:
         q = (select(FileRow.version_id, FileRow.chunks).join(VersionRow)
              .where(VersionRow.store == store_name, FileRow.chunks.is_not(None)))
         for vid, chunks in db.execute(q):
-            for cid in json.loads(chunks or "[]"):
+            for cid in json.loads(chunks):
                 if cid:
                     yield vid, cid
+        if not inspect(cat.engine).has_table(OracleBackupRow.__tablename__):
+            return
+        q = (select(OracleBackupRow.version_id, OracleBackupRow.logs,
+                    OracleBackupRow.controlfile).where(OracleBackupRow.store == store_name))
+        for vid, logs, controlfile in db.execute(q):
+            for item in [*json.loads(logs), json.loads(controlfile)]:
+                for chunk in item.get("chunks", []):
+                    yield vid, chunk["id"]
+
+
+def catalogued_in_store(cat: Catalog, store_name: str) -> list[Catalogued]:
+    """Every version the catalog expects a manifest of in this store: image and file-level
+    versions, and the LUN images of Oracle backups copied to media."""
+    out = [Catalogued(v.id, v.object.name,
+                      {d.key: d.chunks_stored for d in v.disks}
+                      if v.object.kind == "vm" else None)
+           for v in cat.versions_in_store(store_name)]
+    if inspect(cat.engine).has_table(OracleBackupRow.__tablename__):
+        with cat.session() as db:
+            q = (select(OracleBackupRow.media_version_id, OracleBackupRow.database)
+                 .where(OracleBackupRow.store == store_name,
+                        OracleBackupRow.media_version_id.is_not(None)))
+            out += [Catalogued(mid, f"oracle:{name}") for mid, name in db.execute(q)]
+    return out
+
+
+def _refs(env: Environment, store_name: str) -> list[tuple[str, str]]:
+    return list(catalog_refs(env.catalog(), store_name))
+
+
+class Leftovers(BaseModel):
+    """What dead runs left behind and this run cleaned up (or, in a dry run, would)."""
+
+    applied: bool = True
+    sessions: list[str] = []  # one line each: id, what it was, why it was closed
+    temp_files: list[tuple[str, int]] = []  # (file in the store, bytes)
+
+    def lines(self) -> list[str]:
+        close, remove = ("closed", "removed") if self.applied else ("would close", "would remove")
+        return [f"{close} as aborted: {s}" for s in self.sessions] + [
+            f"{remove} leftover {f} ({n:,} bytes)" for f, n in self.temp_files]
+
+
+@step(name="clean up leftovers", retries=2)
+def clean_leftovers(env: Environment, store: str | None, own_session: str | None = None,
+                    held: tuple[str, str] | None = None, apply: bool = True) -> Leftovers:
+    """Close the sessions whose owner is gone as `aborted` and remove the temporary files
+    dead writers left in the store; every one is logged. `held` is the (kind, object) lock
+    this run holds: other sessions on it cannot be alive."""
+    out = Leftovers(
+        applied=apply,
+        sessions=close_orphan_sessions(env.catalog(), own=own_session, held=held,
+                                       lock_free=is_free, apply=apply),
+        temp_files=sweep_temp(env.store(store), apply=apply))
+    log = get_run_logger()
+    for line in out.lines():
+        log.warning("%s", line)
+    return out
 
 
 @step(name="register backup with store")
@@ -50,12 +114,9 @@ def unregister(env: Environment, store: str | None, session_id: str) -> None:
 def verify_store(env: Environment, store: str | None, read_percent: float) -> VerifyReport:
     """Catalog ↔ manifests ↔ chunks for every version the catalog keeps in this store."""
     name = env.dc.store(store).name
-    catalogued = [Catalogued(v.id, v.object.name,
-                             {d.key: d.chunks_stored for d in v.disks}
-                             if v.object.kind == "vm" else None)
-                  for v in env.catalog().versions_in_store(name)]
+    catalogued = catalogued_in_store(env.catalog(), name)
     return verify(env.store(store), catalogued, read_percent=read_percent,
-                  extra=list(_file_refs(env, name)))
+                  extra=_refs(env, name))
 
 
 @step(name="decide retention", retries=0)
@@ -85,4 +146,4 @@ def forget(env: Environment, store: str | None, version_id: str) -> None:
 @step(name="prune store", retries=0)
 def prune_store(env: Environment, store: str | None, apply: bool) -> PruneReport:
     return prune(env.store(store), apply=apply,
-                 extra=list(_file_refs(env, env.dc.store(store).name)))
+                 extra=_refs(env, env.dc.store(store).name))

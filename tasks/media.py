@@ -15,6 +15,8 @@ from dpflow.store import DiskManifest, VersionManifest
 from dpflow.store.manifest import read_manifest, write_manifest
 from dpflow.store.pipeline import backup_disk as copy_disk_to_store
 from dpflow.store.pipeline import restore_blocks, verify_disk
+from dpflow.transports import open_reader
+from dpflow.transports import write_disk as write_target_disk
 from drivers.protocols import DiskInfo, SnapshotRef, VmInfo
 from tasks.cbt_plan import ReadPlan, plan_read, sample_unchanged
 from tasks.common import step
@@ -26,6 +28,7 @@ class DiskCopy(BaseModel):
     bytes_added: int
     seconds: float
     chunks_read: int
+    transport: str = "network"
 
     @property
     def incremental(self) -> bool:
@@ -48,7 +51,9 @@ def backup_disk(env: Environment, vcenter: str, vm: str, snap: SnapshotRef, disk
     cbt_disk = disk if env.dc.change_tracking.enabled else disk.model_copy(
         update={"change_id": None})
     plan = plan_read(hv, snap, cbt_disk, prev, s.chunk_size)
-    reader = hv.open_disk(disk)
+    reader, transport, passed = open_reader(env, vcenter, disk)
+    for why in passed:
+        log.warning("%s %s: %s; reading it by %s", vm, disk.label, why, transport)
     try:
         bad = sample_unchanged(reader, plan, st.chunk_id, s.chunk_size,
                                env.dc.change_tracking.verify_samples)
@@ -73,10 +78,11 @@ def backup_disk(env: Environment, vcenter: str, vm: str, snap: SnapshotRef, disk
         log.warning("%s %s read in full: %s", vm, disk.label, plan.full_reason)
     manifest = DiskManifest(key=disk.key, label=disk.label, capacity_bytes=disk.capacity_bytes,
                             chunk_size=s.chunk_size, chunks=chunks, change_id=disk.change_id,
-                            full_reason=plan.full_reason)
+                            full_reason=plan.full_reason, transport=transport)
     return DiskCopy(manifest=manifest, bytes_read=stats.bytes_read,
                     bytes_added=stats.bytes_added, seconds=time.perf_counter() - t0,
-                    chunks_read=stats.chunks_new + stats.chunks_reused + stats.chunks_zero)
+                    chunks_read=stats.chunks_new + stats.chunks_reused + stats.chunks_zero,
+                    transport=transport)
 
 
 @step(name="commit version", retries=3)
@@ -130,15 +136,21 @@ def check_version_readable(env: Environment, store: str, version_id: str) -> int
 @step(name="restore disk", retries=2, delay=2.0)
 def restore_disk(env: Environment, vcenter: str, store: str, source: DiskManifest,
                  target: DiskInfo, vm: str) -> int:
-    """Write a version's disk over the target disk; every chunk is verified as it is read."""
+    """Write a version's disk over the target disk; every chunk is verified as it is read.
+    By the direct transport zero chunks become holes in the target file."""
     workers = env.dc.proxies[0].workers
     m = meter(f"restore:{vm}:{target.key}", f"restore {vm} {target.label}",
               source.capacity_bytes)
     try:
-        env.hypervisor(vcenter).write_disk(
-            target, restore_blocks(env.store(store), source, workers=workers, progress=m))
+        transport, passed = write_target_disk(
+            env, vcenter, target,
+            restore_blocks(env.store(store), source, workers=workers, progress=m))
     finally:
         m.close()
+    log = get_run_logger()
+    for why in passed:
+        log.warning("restore %s %s: %s", vm, target.label, why)
+    log.info("restored %s %s by %s transport", vm, target.label, transport)
     return source.capacity_bytes
 
 
@@ -146,7 +158,7 @@ def restore_disk(env: Environment, vcenter: str, store: str, source: DiskManifes
 def verify_restored_disk(env: Environment, vcenter: str, store: str, source: DiskManifest,
                          target: DiskInfo) -> None:
     """Read the written disk back and compare every chunk with the manifest."""
-    reader = env.hypervisor(vcenter).open_disk(target)
+    reader, _, _ = open_reader(env, vcenter, target)
     try:
         bad = verify_disk(reader, source, env.store(store).chunk_id,
                           workers=env.dc.proxies[0].read_streams)

@@ -25,7 +25,8 @@ def find_vm(env: Environment, vm: str) -> tuple[str, VmInfo]:
 @step(name="check space")
 def check_space(env: Environment, vcenter: str, vm: VmInfo, store: str | None) -> str | None:
     """None when there is room; otherwise why the VM must be skipped (not failed)."""
-    env.store(store)  # opens it: a wrong or missing key fails here, before any snapshot
+    # opens (or creates) it: a wrong or missing key fails here, before any snapshot
+    env.store(store, create=True)
     provisioned = sum(d.capacity_bytes for d in vm.disks)
     policy = env.dc.snapshot
     need_delta = int(provisioned * policy.delta_reserve_percent / 100)

@@ -11,7 +11,10 @@ Layers, each over the one below:
     fs        one walk/lookup/open interface over both file systems, with names escaped
               so that no guest name can be a path separator, '.', '..' or hold a NUL
     target    SafeTarget: writes under a restore directory through directory file
-              descriptors, never following a symlink and never leaving the directory
+              descriptors, never following a symlink and never leaving the directory;
+              names too long for the target shortened (head~hash.ext), holes kept
+    restore   Restorer: objects one by one into a SafeTarget (hard links as links,
+              symlinks verbatim), tallied; one odd object never stops the restore
 """
 
 from dpflow.guestfs.blockdev import ImageDisk, RangeFile

@@ -1,6 +1,8 @@
 """One interface over NTFS (dissect.ntfs) and ext2/3/4 (dissect.extfs).
 
 `walk` yields every object of a volume once, depth first, with escaped names (names.py);
+entries named '.' or '..' beyond a directory's own, and a second entry of one name, are
+forged: refused and reported;
 directories already seen are not entered again (a crafted hard link to a directory
 cannot loop the walk), symlinks and reparse points are recorded, never followed, and
 objects that fail to parse are reported in `problems` and skipped.
@@ -66,6 +68,7 @@ class GuestVolume:
     def __init__(self, name: str, stream: BinaryIO, device: Any) -> None:
         self.name, self.stream, self.device = name, stream, device
         self.problems: list[str] = []
+        self.forged: list[str] = []  # entries refused as forged (also in problems)
         #: where the volume starts on the device (None: not a plain range, e.g. LVM)
         self.base_offset: int | None = None
 
@@ -124,9 +127,20 @@ class GuestVolume:
                 self._problem(join_path(parts), exc)
                 continue
             subdirs = []
+            previous = None
             for name, child in children:
                 cparts = (*parts, escape_name(name))
                 path = join_path(cparts)
+                forged = None
+                if name in (".", ".."):  # the file system's own links are not listed
+                    forged = f"{join_path(parts)}: forged directory entry {name!r}"
+                elif name == previous:  # sorted: a repeated name follows its first
+                    forged = f"{path}: a second directory entry of that name"
+                previous = name
+                if forged is not None:
+                    self.forged.append(f"{self.name}:{forged}: refused")
+                    self.problems.append(self.forged[-1])
+                    continue
                 try:
                     entry = self._entry(path, child)
                 except Exception as exc:  # noqa: BLE001 - a damaged record, reported
@@ -154,7 +168,7 @@ class GuestVolume:
         node = self._root()
         for i, want in enumerate(parts):
             for name, child in self._children(node):
-                if escape_name(name) == want:
+                if name not in (".", "..") and escape_name(name) == want:
                     node = child
                     break
             else:
@@ -187,8 +201,14 @@ class ExtVolume(GuestVolume):
         return int(node.inum)
 
     def _children(self, node: Any) -> Iterator[tuple[str, Any]]:
+        """Entries in disk order; the directory's own '.' and '..' (its first two) are left
+        out, and any further entry so named is passed on for the walk to refuse."""
+        own = {".", ".."}
         for child in node.iterdir():
-            if child.filename in (".", "..") or child.inum == 0:
+            if child.filename in own:
+                own.discard(child.filename)
+                continue
+            if child.inum == 0:
                 continue
             yield child.filename, child
 

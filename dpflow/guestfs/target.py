@@ -1,27 +1,35 @@
 """Writing restored files under a target directory, and nowhere else.
 
 Every path is opened component by component from the target's directory descriptor with
-O_NOFOLLOW|O_DIRECTORY: a symlink already in the target (or planted by an earlier part of
-the same restore) stops the restore of that path instead of being followed. Files are
-written to a temporary name and renamed into place (a rename replaces a symlink, never
-writes through it). Symlinks from the guest are created only when their target, read
-relative to the link, stays inside the restore directory; device files, FIFOs and
-sockets are never created.
+O_NOFOLLOW|O_DIRECTORY: a symlink already in the target (or restored earlier by the same
+restore) stops the restore of that path instead of being followed. Files are written to
+a short temporary name and renamed into place (a rename replaces a symlink, never
+writes through it); runs of zeros are left as holes. Symlinks are created verbatim,
+absolute or relative, and never followed afterwards; hard links are made with
+follow_symlinks=False. Device files, FIFOs and sockets are never created.
+
+A name longer than the target's limit (NAME_MAX, 255 bytes on Linux file systems) is
+cut to fit and given '~' plus 16 hex digits of the BLAKE3 hash of the whole name, its
+extension kept: the same name always gives the same short name, and every such change
+is recorded in `name_changes`.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import os
-import posixpath
 import secrets
 import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+import blake3
+
 from dpflow.errors import UserError
 
 CONFLICTS = ("skip", "overwrite", "rename")
+HOLE = 64 << 10  # zero runs of this granularity become holes
 
 
 class UnsafePath(Exception):
@@ -33,15 +41,45 @@ def _check_component(name: str) -> None:
         raise UnsafePath(f"refused path component {name!r}")
 
 
-def _can_create(dfd: int) -> bool:
-    """os.access says yes to root even on a read-only mount: try it."""
+def _cannot_create(dfd: int) -> str | None:
+    """Why nothing can be created here (None: it can). os.access says yes to root even on
+    a read-only mount: try it."""
     name = f".dpflow-probe-{secrets.token_hex(4)}"
     try:
         os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd))
         os.unlink(name, dir_fd=dfd)
-        return True
-    except OSError:
-        return False
+        return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _encoded(name: str) -> bytes:
+    return os.fsencode(name)
+
+
+def fit_name(name: str, limit: int = 255) -> str:
+    """`name` if it fits in `limit` bytes, else its head, '~', 16 hex digits of its BLAKE3
+    hash and its extension (when short): deterministic, so links and repeats agree."""
+    if len(_encoded(name)) <= limit:
+        return name
+    digest = "~" + blake3.blake3(_encoded(name)).hexdigest()[:16]
+    stem, dot, ext = name.rpartition(".")
+    tail = f".{ext}" if dot and stem and len(_encoded(ext)) <= 16 and "%" not in ext else ""
+    room = limit - len(_encoded(digest + tail))
+    head, used = [], 0
+    i = 0
+    while i < len(name):
+        ch = name[i]
+        # never cut an escape (%XX or %UXXXX) in two
+        step = 6 if name.startswith("%U", i) else 3 if ch == "%" else 1
+        piece = name[i:i + step]
+        n = len(_encoded(piece))
+        if used + n > room:
+            break
+        head.append(piece)
+        used += n
+        i += step
+    return "".join(head) + digest + tail
 
 
 class SafeTarget:
@@ -52,10 +90,19 @@ class SafeTarget:
             self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise UserError(f"restore target {self.root} is not usable: {exc.strerror}") from exc
-        if not os.access(self.root, os.W_OK | os.X_OK) or not _can_create(self.root_fd):
+        why = None if os.access(self.root, os.W_OK | os.X_OK) else "permission denied"
+        why = why or _cannot_create(self.root_fd)
+        if why is not None:
             os.close(self.root_fd)
-            raise UserError(f"restore target {self.root} is not writable")
+            raise UserError(f"restore target {self.root} is not writable ({why}): give "
+                            f"another --to directory")
+        try:
+            self.name_max = int(os.fpathconf(self.root_fd, "PC_NAME_MAX")) or 255
+        except (OSError, ValueError):
+            self.name_max = 255
         self._dir_meta: dict[tuple[str, ...], tuple[int | None, int | None]] = {}
+        #: original path (escaped components) -> the name it was given on the target
+        self.name_changes: dict[tuple[str, ...], str] = {}
 
     def close(self) -> None:
         os.close(self.root_fd)
@@ -66,7 +113,23 @@ class SafeTarget:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # names -------------------------------------------------------------------------
+    def fit(self, name: str) -> str:
+        return fit_name(name, self.name_max)
+
+    def _map(self, parts: tuple[str, ...]) -> tuple[str, ...]:
+        """The components as written on the target; every change recorded once."""
+        out = []
+        for i, name in enumerate(parts):
+            _check_component(name)
+            new = self.fit(name)
+            if new != name:
+                self.name_changes.setdefault(parts[:i + 1], new)
+            out.append(new)
+        return tuple(out)
+
     def _open_dir(self, parts: tuple[str, ...], create: bool = True) -> int:
+        """A descriptor of the (mapped) directory `parts`, created as needed."""
         fd = os.dup(self.root_fd)
         try:
             for name in parts:
@@ -102,52 +165,58 @@ class SafeTarget:
         except FileNotFoundError:
             return None
 
-    @staticmethod
-    def _free_name(dfd: int, name: str) -> str:
+    def _free_name(self, dfd: int, name: str) -> str:
         for i in range(1, 10_000):
-            cand = f"{name}.restored-{i}"
-            if SafeTarget._exists(dfd, cand) is None:
+            cand = self.fit(f"{name}.restored-{i}")
+            if self._exists(dfd, cand) is None:
                 return cand
         raise UnsafePath(f"no free name for {name}")
 
+    def _place(self, dfd: int, parts: tuple[str, ...], conflict: str) -> tuple[str, str]:
+        """(status, final name) for a new object at mapped `parts`, or ('skipped', '')."""
+        if conflict not in CONFLICTS:
+            raise UserError(f"unknown conflict policy '{conflict}': use one of "
+                            f"{', '.join(CONFLICTS)}")
+        name = parts[-1]
+        old = self._exists(dfd, name)
+        if old is None:
+            return "written", name
+        if conflict == "skip":
+            return "skipped", ""
+        if conflict == "rename":
+            final = self._free_name(dfd, name)
+            return f"renamed:{final}", final
+        if stat.S_ISDIR(old.st_mode):
+            raise UnsafePath(f"{'/'.join(parts)} is a directory in the target")
+        return "overwritten", name
+
+    @staticmethod
+    def _tmp_name() -> str:
+        return f".dpflow-{secrets.token_hex(8)}.tmp"
+
+    # objects -----------------------------------------------------------------------
     def mkdir(self, parts: tuple[str, ...], mode: int | None, mtime_ns: int | None) -> None:
-        fd = self._open_dir(parts)
-        os.close(fd)
-        self._dir_meta[parts] = (mode, mtime_ns)
+        mapped = self._map(parts)
+        os.close(self._open_dir(mapped))
+        self._dir_meta[mapped] = (mode, mtime_ns)
 
     def write_file(self, parts: tuple[str, ...], blocks: Iterable[bytes], mode: int | None,
                    mtime_ns: int | None, conflict: str) -> str:
         """'written', 'overwritten', 'skipped' or 'renamed:NAME'."""
-        if conflict not in CONFLICTS:
-            raise UserError(f"unknown conflict policy '{conflict}': use one of "
-                            f"{', '.join(CONFLICTS)}")
         if not parts:
             raise UnsafePath("empty path")
-        name = parts[-1]
-        _check_component(name)
-        dfd = self._open_dir(parts[:-1])
+        mapped = self._map(parts)
+        dfd = self._open_dir(mapped[:-1])
         try:
-            status, final = "written", name
-            old = self._exists(dfd, name)
-            if old is not None:
-                if conflict == "skip":
-                    return "skipped"
-                if conflict == "rename":
-                    final = self._free_name(dfd, name)
-                    status = f"renamed:{final}"
-                elif stat.S_ISDIR(old.st_mode):
-                    raise UnsafePath(f"{'/'.join(parts)} is a directory in the target")
-                else:
-                    status = "overwritten"
-            tmp = f".{final[:200]}.dpflow-{secrets.token_hex(4)}"
+            status, final = self._place(dfd, mapped, conflict)
+            if status == "skipped":
+                return status
+            tmp = self._tmp_name()
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                          dir_fd=dfd)
             try:
                 try:
-                    for b in blocks:
-                        view = memoryview(b)
-                        while view:
-                            view = view[os.write(fd, view):]
+                    _write_sparse(fd, blocks)
                     os.fchmod(fd, mode if mode is not None else 0o644)
                     if mtime_ns is not None:
                         os.utime(fd, ns=(mtime_ns, mtime_ns))
@@ -155,38 +224,69 @@ class SafeTarget:
                     os.close(fd)
                 os.rename(tmp, final, src_dir_fd=dfd, dst_dir_fd=dfd)
             except BaseException:
-                try:
-                    os.unlink(tmp, dir_fd=dfd)
-                except OSError:
-                    pass
+                _unlink_quietly(dfd, tmp)
                 raise
             return status
         finally:
             os.close(dfd)
 
-    def symlink(self, parts: tuple[str, ...], target: str, conflict: str) -> str:
-        """Only a relative link that stays inside the restore directory is created."""
-        if not target or target.startswith(("/", "\\")) or "\x00" in target \
-                or (len(target) > 1 and target[1] == ":"):
-            return "refused: absolute symlink target"
-        where = posixpath.normpath(posixpath.join("/".join(parts[:-1]), target.replace("\\", "/")))
-        if where == ".." or where.startswith("../") or where.startswith("/"):
-            return "refused: symlink target outside the restore"
-        dfd = self._open_dir(parts[:-1])
+    def symlink(self, parts: tuple[str, ...], target: str, conflict: str,
+                mtime_ns: int | None = None) -> str:
+        """The link exactly as the guest had it (absolute too): it is never followed by
+        this restore, since every later path is opened with O_NOFOLLOW."""
+        if not target or "\x00" in target:
+            return "refused: empty symlink target or one holding NUL"
+        mapped = self._map(parts)
+        dfd = self._open_dir(mapped[:-1])
         try:
-            name = parts[-1]
-            _check_component(name)
-            if self._exists(dfd, name) is not None:
-                if conflict == "skip":
-                    return "skipped"
-                if conflict == "rename":
-                    name = self._free_name(dfd, name)
-                else:
-                    os.unlink(name, dir_fd=dfd)
-            os.symlink(target, name, dir_fd=dfd)
-            return "written"
+            status, final = self._place(dfd, mapped, conflict)
+            if status == "skipped":
+                return status
+            tmp = self._tmp_name()
+            os.symlink(target, tmp, dir_fd=dfd)
+            try:
+                if mtime_ns is not None:
+                    os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=dfd, follow_symlinks=False)
+                os.rename(tmp, final, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                _unlink_quietly(dfd, tmp)
+                raise
+            return status
         finally:
             os.close(dfd)
+
+    def link(self, existing: tuple[str, ...], parts: tuple[str, ...], conflict: str) -> str:
+        """A hard link at `parts` to the file restored at `existing` (a path as returned
+        by `written_path`); the link itself is never followed."""
+        mapped = self._map(parts)
+        sfd = self._open_dir(existing[:-1], create=False)
+        try:
+            dfd = self._open_dir(mapped[:-1])
+            try:
+                status, final = self._place(dfd, mapped, conflict)
+                if status == "skipped":
+                    return status
+                tmp = self._tmp_name()
+                os.link(existing[-1], tmp, src_dir_fd=sfd, dst_dir_fd=dfd,
+                        follow_symlinks=False)
+                try:
+                    os.rename(tmp, final, src_dir_fd=dfd, dst_dir_fd=dfd)
+                finally:
+                    # also after success: a rename onto another name of the same file
+                    # does nothing and leaves the temporary name
+                    _unlink_quietly(dfd, tmp)
+                return status
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(sfd)
+
+    def written_path(self, parts: tuple[str, ...], status: str) -> tuple[str, ...]:
+        """Where an object of `parts` went on the target, given its write status."""
+        mapped = self._map(parts)
+        if status.startswith("renamed:"):
+            return (*mapped[:-1], status.split(":", 1)[1])
+        return mapped
 
     def finish_dirs(self) -> None:
         """Directory modes and mtimes last (deepest first), once their files are in."""
@@ -203,3 +303,47 @@ class SafeTarget:
                     os.utime(fd, ns=(mtime_ns, mtime_ns))
             finally:
                 os.close(fd)
+
+
+def _unlink_quietly(dfd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dfd)
+    except OSError:
+        pass
+
+
+@functools.lru_cache(maxsize=8)
+def _zeros(n: int) -> bytes:
+    return bytes(n)
+
+
+def _write_sparse(fd: int, blocks: Iterable[bytes]) -> int:
+    """The bytes at their offsets, runs of zeros (HOLE-sized pieces) skipped as holes, the
+    data between them written in one call each, the size set last."""
+    pos = 0
+    for b in blocks:
+        data = b if isinstance(b, bytes) else bytes(b)
+        n = len(data)
+        if n == 0 or data == _zeros(n):
+            pos += n
+            continue
+        view, run = memoryview(data), None
+        for at in range(0, n, HOLE):
+            end = min(at + HOLE, n)
+            if data[at] == 0 and data[end - 1] == 0 and data[at:end] == _zeros(end - at):
+                if run is not None:
+                    _pwrite_all(fd, view[run:at], pos + run)
+                    run = None
+            elif run is None:
+                run = at
+        if run is not None:
+            _pwrite_all(fd, view[run:], pos + run)
+        pos += n
+    os.ftruncate(fd, pos)
+    return pos
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    while view:
+        w = os.pwrite(fd, view, offset)
+        view, offset = view[w:], offset + w

@@ -17,7 +17,7 @@ from pathlib import Path
 import blake3
 import zstandard
 
-from dpflow.errors import PermanentError, UserError
+from dpflow.errors import NotFound, PermanentError, UserError
 from dpflow.store.crypto import Sealer
 from dpflow.store.durable import write_atomic
 from dpflow.store.packs import PackIndex, PackWriter, pack_path
@@ -27,6 +27,18 @@ CODEC_RAW = 0
 CODEC_ZSTD = 1
 FORMAT_VERSION = 2
 PACK_TARGET = 32 << 20
+
+
+MAX_OPEN_PACKS = 64
+
+
+class _OpenPack:
+    """An open pack descriptor and how many reads use it right now."""
+
+    __slots__ = ("evicted", "fd", "users")
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.users, self.evicted = fd, 0, False
 
 
 class CorruptChunk(PermanentError):
@@ -60,7 +72,7 @@ class ChunkStore:
         self._lock = threading.Lock()
         self._writers: list[PackWriter] = []
         self._pending: set[str] = set()
-        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._fds: OrderedDict[str, _OpenPack] = OrderedDict()
         self._closed = False
 
     # --- lifecycle -------------------------------------------------------------
@@ -68,8 +80,13 @@ class ChunkStore:
     def marker(self) -> Path:
         return self.root / "dpflow-store.json"
 
-    def init(self) -> ChunkStore:
-        """Open the store, creating it if the directory is empty; checks format and key."""
+    def init(self, *, create: bool = True) -> ChunkStore:
+        """Open the store, checking format and key; an absent or empty directory becomes a
+        new store only with `create` (a backup), else NotFound: a mistyped path must not
+        look like an empty store to verify, restore or prune."""
+        if not create and not self.marker.exists():
+            raise NotFound(f"no store at {self.root}: check stores[].path in the config "
+                           f"(the first backup creates the store)")
         if self.marker.exists():
             meta = json.loads(self.marker.read_text())
             if meta.get("format") != FORMAT_VERSION:
@@ -222,18 +239,30 @@ class ChunkStore:
             w.abandon()
 
     # --- reading ---------------------------------------------------------------
-    def _fd(self, pack: str) -> int:
+    def _open_pack(self, pack: str) -> _OpenPack:
+        """A pack's read descriptor, counted in use until _release: an LRU eviction never
+        closes a descriptor another thread is reading (its number could be reused by the
+        next open and the read would return another pack's bytes)."""
         with self._lock:
-            fd = self._fds.get(pack)
-            if fd is not None:
+            op = self._fds.get(pack)
+            if op is None:
+                op = self._fds[pack] = _OpenPack(os.open(pack_path(self.packs_dir, pack),
+                                                         os.O_RDONLY))
+                while len(self._fds) > MAX_OPEN_PACKS:
+                    _, old = self._fds.popitem(last=False)
+                    old.evicted = True
+                    if old.users == 0:
+                        os.close(old.fd)
+            else:
                 self._fds.move_to_end(pack)
-                return fd
-            fd = os.open(pack_path(self.packs_dir, pack), os.O_RDONLY)
-            self._fds[pack] = fd
-            while len(self._fds) > 64:
-                _, old = self._fds.popitem(last=False)
-                os.close(old)
-            return fd
+            op.users += 1
+            return op
+
+    def _release(self, op: _OpenPack) -> None:
+        with self._lock:
+            op.users -= 1
+            if op.evicted and op.users == 0:
+                os.close(op.fd)
 
     def read_blob(self, cid: str) -> bytes:
         loc = self.index.lookup(cid)
@@ -241,9 +270,13 @@ class ChunkStore:
             raise CorruptChunk(f"chunk {cid} is missing from store {self.root}")
         pack, offset, length = loc
         try:
-            blob = os.pread(self._fd(pack), length, offset)
+            op = self._open_pack(pack)
         except FileNotFoundError as exc:
             raise CorruptChunk(f"chunk {cid}: its pack {pack} is missing") from exc
+        try:
+            blob = os.pread(op.fd, length, offset)
+        finally:
+            self._release(op)
         if len(blob) != length:
             raise CorruptChunk(f"chunk {cid}: its pack {pack} is truncated")
         return blob
@@ -262,9 +295,9 @@ class ChunkStore:
         self.abandon()
         with self._lock:
             self._closed = True
-            fds, self._fds = list(self._fds.values()), OrderedDict()
-        for fd in fds:
-            os.close(fd)
+            packs, self._fds = list(self._fds.values()), OrderedDict()
+        for op in packs:
+            os.close(op.fd)
         if self._index is not None:
             self._index.close()
 

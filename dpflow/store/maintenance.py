@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dpflow.errors import PermanentError
 from dpflow.store.chunks import ChunkStore, CorruptChunk
@@ -200,6 +201,60 @@ def verify(store: ChunkStore, catalogued: list[Catalogued], *, read_percent: flo
     return report
 
 
+TEMP_GRACE_S = 60  # a temporary file this young may belong to a writer still starting
+ATOMIC_TEMP_STALE_S = 3600  # write_atomic's temporaries live for milliseconds
+
+
+def _held(path: Path) -> bool:
+    """Whether a live writer holds this temporary pack (PackWriter flocks it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return True  # gone already: nothing to do
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def sweep_temp(store: ChunkStore, *, apply: bool = True) -> list[tuple[str, int]]:
+    """Remove what dead writers left in the store: temporary packs no live process holds,
+    stale temporaries of atomic writes, and registrations of backups that are gone.
+    Returns (file, bytes) of each one removed (or, with apply=False, that would be)."""
+    now = time.time()
+    doomed: list[tuple[Path, str, int]] = []
+    for path in sorted(store.tmp_dir.iterdir()):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        age = now - st.st_mtime
+        if path.name.endswith(".pack.tmp"):
+            if age > TEMP_GRACE_S and not _held(path):
+                doomed.append((path, f"tmp/{path.name}", st.st_size))
+        elif age > ATOMIC_TEMP_STALE_S:
+            doomed.append((path, f"tmp/{path.name}", st.st_size))
+    live = {b["session"] for b in live_backups(store)}
+    for path in sorted(store.locks_dir.glob("*.session")):
+        if path.stem not in live:
+            try:
+                doomed.append((path, f"locks/{path.name}", path.stat().st_size))
+            except FileNotFoundError:
+                continue
+    out: list[tuple[str, int]] = []
+    for path, name, size in doomed:
+        if apply:
+            try:
+                path.unlink()
+            except FileNotFoundError:  # a concurrent run's sweep removed (and reports) it
+                continue
+        out.append((name, size))
+    return out
+
+
 @dataclass
 class PruneReport:
     deferred_by: list[str] = field(default_factory=list)
@@ -207,7 +262,12 @@ class PruneReport:
     chunks_freed: int = 0
     bytes_freed: int = 0
     packs_kept_partly_unused: int = 0
-    temp_files_removed: int = 0
+    temp_removed: list[tuple[str, int]] = field(default_factory=list)  # (file, bytes)
+    leftover_sessions: list[str] = field(default_factory=list)  # closed as aborted
+
+    @property
+    def temp_files_removed(self) -> int:
+        return len(self.temp_removed)
 
 
 def prune(store: ChunkStore, *, apply: bool, extra: Iterable[tuple[str, str]] = ()
@@ -240,7 +300,5 @@ def prune(store: ChunkStore, *, apply: bool, extra: Iterable[tuple[str, str]] = 
             store.index.remove_packs(doomed)  # index first: a chunk is never listed but gone
             for pack in doomed:
                 pack_path(store.packs_dir, pack).unlink(missing_ok=True)
-            for tmp in store.tmp_dir.iterdir():
-                tmp.unlink(missing_ok=True)
-                report.temp_files_removed += 1
+        report.temp_removed = sweep_temp(store, apply=apply)
         return report

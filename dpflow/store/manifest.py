@@ -26,6 +26,7 @@ class DiskManifest(BaseModel):
     chunks: list[str | None]
     change_id: str | None = None
     full_reason: str | None = None
+    transport: str | None = None  # how the disk was read: "direct" or "network"
 
     @property
     def stored_chunks(self) -> int:

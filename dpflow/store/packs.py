@@ -11,6 +11,7 @@ Pack: b"DPP2" + blob* + trailer(json) + u64 trailer length + b"DPPI".
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import sqlite3
@@ -107,6 +108,9 @@ class PackWriter:
         self.name = uuid.uuid4().hex
         self.tmp = tmp_dir / f"{self.name}.pack.tmp"
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # held while the pack is written and released by the kernel when the process dies:
+        # a temporary pack nobody holds is a leftover (sweep_temp removes it)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self.size = 0
         self.entries: list[tuple[str, int, int]] = []
         self._write(PACK_MAGIC)

@@ -1,18 +1,22 @@
-"""The data path: disk ranges → blake3 → zstd → chunk files, and back.
+"""The data path: disk ranges (or file streams) → blake3 → zstd → chunk files, and back.
 
 Each worker reads its own range, hashes, compresses and writes it, so reading, hashing
 and compressing overlap across threads (blake3, zstandard and socket reads release the
 GIL). At most `workers * 2` chunks are in flight: memory is bounded by chunk size, never
-by disk size.
+by disk size. File streams (guest files, StreamWriter) come from a file-system parser on
+one thread: they are cut and hashed there, and compressed and written by `workers`
+threads under the same bound, with the same zero test and the same commit and abandon.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+import blake3
 
 from dpflow.store.chunks import CorruptChunk
 from dpflow.store.manifest import DiskManifest
@@ -47,6 +51,95 @@ def _zero(length: int, _cache: dict[int, bytes] = {}) -> bytes:  # noqa: B006 - 
     if z is None:
         z = _cache[length] = bytes(length)
     return z
+
+
+class _ZeroIds:
+    """The id of an all-zero chunk of each length: hashing (10 GB/s) also tells zeros
+    apart, so no chunk is compared byte by byte."""
+
+    def __init__(self, store: ChunkStoreProtocol) -> None:
+        self.store = store
+        self._ids: dict[int, str] = {}
+
+    def is_zero(self, cid: str, length: int) -> bool:
+        z = self._ids.get(length)
+        if z is None:
+            z = self._ids[length] = self.store.chunk_id(_zero(length))
+        return cid == z
+
+
+class StreamWriter:
+    """Byte streams (guest files) into the store, through the same steps as a disk: cut at
+    offsets that are multiples of the chunk size, hashed, all-zero chunks not stored, the
+    rest put by `workers` threads with at most 2 × workers chunks in flight (memory is
+    bounded by chunk size, never by file size). commit() makes every chunk durable;
+    abandon() is the compensation of a failed copy: nothing it wrote becomes visible."""
+
+    def __init__(self, store: ChunkStoreProtocol, chunk_size: int, workers: int) -> None:
+        self.store, self.chunk_size = store, chunk_size
+        self.stats = CopyStats()
+        self._zeros = _ZeroIds(store)
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="dpflow-put")
+        self._inflight: deque[Future[int]] = deque()
+        self._limit = 2 * max(1, workers)
+
+    def write(self, pieces: Iterable[bytes], size: int) -> tuple[str, list[str | None], int]:
+        """One stream's bytes in order, in pieces of any size; returns its blake3 digest,
+        its chunk map (None = zeros) and its length. The same bytes give the same chunks
+        however they were read."""
+        h = blake3.blake3(max_threads=1)
+        chunks: list[str | None] = []
+        total = 0
+        cs = self.chunk_size
+        carry = b""
+        for piece in pieces:
+            total += len(piece)
+            h.update(piece)
+            buf = carry + piece if carry else piece
+            whole = len(buf) - len(buf) % cs
+            for at in range(0, whole, cs):
+                chunks.append(self._chunk(buf[at:at + cs]))
+            carry = buf[whole:]
+        if carry:
+            chunks.append(self._chunk(carry))
+        if total != size:
+            raise OSError(f"stream is {total} bytes, its size says {size}")
+        self.stats.bytes_read += total
+        return h.hexdigest(), chunks, total
+
+    def _chunk(self, data: bytes) -> str | None:
+        cid = self.store.chunk_id(data)
+        if self._zeros.is_zero(cid, len(data)):
+            self.stats.chunks_zero += 1
+            return None
+        self._inflight.append(self._pool.submit(self.store.put, cid, data))
+        self._drain(self._limit)
+        return cid
+
+    def _drain(self, keep: int) -> None:
+        while len(self._inflight) > keep:
+            added = self._inflight.popleft().result()
+            self.stats.bytes_added += added
+            if added:
+                self.stats.chunks_new += 1
+            else:
+                self.stats.chunks_reused += 1
+
+    def commit(self) -> None:
+        """Wait for every put, then flush: all chunks written so far are durable."""
+        try:
+            self._drain(0)
+        finally:
+            self._pool.shutdown(wait=True)
+        self.store.flush()
+
+    def abandon(self) -> None:
+        """Stop, wait for the threads, and drop every chunk not yet made durable."""
+        for f in self._inflight:
+            f.cancel()
+        self._pool.shutdown(wait=True)
+        self._inflight.clear()
+        self.store.abandon()
 
 
 def chunks_touching(areas: list[tuple[int, int]], chunk_size: int, size: int) -> list[int]:
@@ -132,16 +225,14 @@ def backup_disk(
     if len(chunks) != n:
         raise ValueError(f"base map has {len(chunks)} chunks, the disk {n}")
 
-    zero_ids = {chunk_size: store.chunk_id(_zero(chunk_size))}
+    zeros = _ZeroIds(store)
 
     def work(run: list[int]) -> list[tuple[int, str | None, int, int]]:
         out = []
         for index, piece in zip(run, _read_run(reader, run, chunk_size), strict=True):
-            cid = store.chunk_id(piece)  # hashing (10 GB/s) also tells zeros apart
+            cid = store.chunk_id(piece)
             n = len(piece)
-            if n not in zero_ids:
-                zero_ids[n] = store.chunk_id(_zero(n))
-            if cid == zero_ids[n]:
+            if zeros.is_zero(cid, n):
                 out.append((index, None, n, 0))
             else:
                 out.append((index, cid, n, store.put(cid, piece)))

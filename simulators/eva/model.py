@@ -336,3 +336,10 @@ class HostPort:
     def read(self, lun: int, offset: int, length: int) -> bytes:
         with self.array.lock:
             return self.array.read(self.array.lun_target(self.host, lun, False), offset, length)
+
+    def allocated(self, lun: int) -> list[tuple[int, int]]:
+        """Mapped extents (offset, length) of the LUN, in blocks of the array's grain."""
+        with self.array.lock:
+            vd = self.array.vdisk(self.array.lun_target(self.host, lun, False))
+            blocks = sorted(vd.disk.allocated_blocks())
+            return [(b * BLOCK, vd.disk.block_len(b)) for b in blocks]

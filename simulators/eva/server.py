@@ -4,6 +4,8 @@ Why a process: the driver must talk to it exactly as to a real SMI-S provider, t
 plain `pywbem.WBEMConnection` with a verified certificate and a user/password. Besides
 POST /cimom (CIM-XML), the same TLS port serves what is not SMI-S on a real array:
   GET/PUT /san/<host>/<lun>?offset=N[&length=N]  a host's reads/writes on a presented LUN
+  GET /san/<host>/<lun>?allocated=1  its mapped extents [[offset, length], ...] (as SCSI
+                                     GET LBA STATUS reports them for a thin LUN)
   POST /sim/control (JSON)                         run-time faults and job configuration
 State lives in the root directory, so the array survives a restart.
 """
@@ -143,6 +145,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         port, lun, q = san
         try:
+            if "allocated" in q:  # GET LBA STATUS: the mapped extents of a thin LUN
+                body = json.dumps(port.allocated(lun)).encode()
+                self._send(200, body, {"Content-Type": "application/json"})
+                return
             self._send(200, port.read(lun, int(q["offset"][0]), int(q["length"][0])))
         except Refusal as e:
             self._send(409, e.words.encode())

@@ -46,8 +46,8 @@ def create_database(root: Path | str, name: str, array: Any, host: str, san: dic
     dfs: list[dict[str, Any]] = []
 
     def lun(vdisk: str, size: int) -> tuple[int, str]:
-        array.create_vdisk(vdisk, size, pool)
-        return array.present(vdisk, host).lun, array.get_vdisk(vdisk).wwn
+        wwn = array.create_vdisk(vdisk, size, pool).wwn
+        return array.present(vdisk, host).lun, wwn
 
     cf_names = []
     for n, size in enumerate(datafiles, 1):
@@ -124,3 +124,12 @@ def inject_drop(home: Path | str, statement: str, count: int = 1) -> None:
     """Fault: the connection drops (ORA-03113) on the next `count` statements so starting."""
     with Instance.locked(Path(home)) as inst:
         inst.st.setdefault("faults", {}).setdefault("drop", {})[statement] = count
+
+
+def corrupt_datafile(home: Path | str, file_no: int) -> str:
+    """Fault: a datafile's header block overwritten with zeros on its LUN; its name."""
+    inst = Instance(Path(home))
+    name = next(f["name"] for f in inst.media.controlfile(inst.site["controlfiles"][0])["files"]
+                if f["file"] == file_no)
+    inst.media.write(name, 0, bytes(8192))
+    return name

@@ -94,9 +94,9 @@ func wrapTask(id string, entity types.ManagedObjectReference, t *simulator.Task,
 		}
 		return res, fault
 	case "VirtualMachine.reconfigVm": // vm locked
-		res, fault := run(t)
+		vm := simulator.Map.Get(entity).(*simulator.VirtualMachine)
+		res, fault := runWithRDM(vm, t, run)
 		if fault == nil {
-			vm := simulator.Map.Get(entity).(*simulator.VirtualMachine)
 			fault = ensureDiskFiles(vm)
 			if fault == nil {
 				fault = cbtSync(vm)

@@ -122,3 +122,18 @@ def test_wrong_or_missing_store_key(dc_config: Path, vcsim, monkeypatch) -> None
                     "DPFLOW_TEST_STORE_KEY is empty")
     assert content() == before  # nothing written
     assert vcsim.snapshot_count("cli-key") == 0
+
+
+def test_a_mistyped_store_path_is_one_line_and_creates_nothing(dc_config: Path, vcsim) -> None:
+    from flows.vm_image import backup_vm_image
+
+    vcsim.create_vm("cli-typo", [2 * MiB])
+    r = backup_vm_image(str(dc_config), "cli-typo")
+    typo = dc_config.parent / "stroe"
+    c = str(edit(dc_config, "path: store", "path: stroe"))
+    assert_one_line(*run("verify", "-c", c), f"no store at {typo}")
+    assert_one_line(*run("restore", "vm", "cli-typo", "--version", r.version_id, "--as",
+                         "cli-typo-r", "-c", c), f"no store at {typo}")
+    assert_one_line(*run("prune", "-c", c), f"no store at {typo}")
+    assert not typo.exists()
+    assert not vcsim.vm_exists("cli-typo-r")

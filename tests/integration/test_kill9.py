@@ -38,7 +38,7 @@ def test_kill_minus_nine_at_random_points(vcsim, dc_config, tmp_path):
     conf["stores"][0]["pack_size_mib"] = 2  # packs become durable during the copy
     dc_config.write_text(yaml.safe_dump(conf))
     cfg = str(dc_config)
-    store = environment(cfg).store()
+    store = environment(cfg).store(create=True)
     seed = int(os.environ.get("DPFLOW_TEST_SEED", time.time()))
     print(f"kill -9 campaign seed: {seed} (replay: DPFLOW_TEST_SEED={seed})")
     rng = random.Random(seed)

@@ -11,12 +11,14 @@ import itertools
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from dpflow.environment import environment
 from dpflow.errors import DpflowError, UserError
+from dpflow.guestfs.target import fit_name
 from simulators.guest_fs_images import (
     MiB,
     add_ntfs_files,
@@ -26,6 +28,7 @@ from simulators.guest_fs_images import (
     patch_name,
     write_tree,
 )
+from tests.small_fs import MOUNT, run_on_small_fs
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 _names = itertools.count()
@@ -120,6 +123,8 @@ def test_full_backup_ntfs_ext4_mbr_gpt_then_restore_bit_for_bit(vcsim, dc_config
     assert rr.refused == [] and rr.skipped == []
     for vol in ("d0p1", "d1p2"):
         check_ext(out / vol)
+        sparse = (out / vol / "home/u/sparse.img").stat()
+        assert sparse.st_blocks * 512 < 1 * MiB, "the 2 MiB of zeros were not left a hole"
     for vol in ("d0p2", "d1p1"):
         for name, data in NTFS_FILES.items():
             assert (out / vol / name).read_bytes() == data
@@ -252,6 +257,9 @@ def hostile_ext4(path: Path, outside: Path) -> None:
         os.mknod(root / "null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
         os.mkfifo(root / "fifo")
         os.mkdir(root / "loop/Zq")  # becomes a second name of the root directory below
+        for name in (b"\\" * 255, b"\xff" * 255):  # escaped, 765 bytes: too long as is
+            with open(os.path.join(os.fsencode(root / "dir"), name), "wb") as f:
+                f.write(b"long " + name[:1])
     ext4_from_tree(path, 8 * MiB, stage, block_size=1024)
     assert patch_name(path, "XX", "..", utf16=False) >= 1
     assert patch_name(path, "aXb", "a/b", utf16=False) >= 1
@@ -282,9 +290,13 @@ def test_hostile_guest_file_systems_never_escape_the_target(vcsim, dc_config, tm
     r = backup_vm_files(str(dc_config), vm)
     assert r.status == "completed" and vcsim.snapshot_count(vm) == 0
     assert any("already seen" in p for p in r.problems), r.problems
+    forged = [p for p in r.problems if "forged directory entry '..'" in p]
+    assert {p.split(":")[0] + p.split(":")[1] for p in forged} == {"d0p1/dir", "d0p2/"}, \
+        r.problems
     paths = {(x.volume, x.path) for x in environment(dc_config).catalog().files(r.version_id)}
     assert ("d0p1", "/dir/a%2Fb") in paths and ("d0p1", "/dir/%2E%2E") not in paths
-    assert {("d0p2", "/%2E%2E"), ("d0p2", "/A%2FB.txt"), ("d0p2", "/A%00B.txt")} <= paths
+    assert {("d0p2", "/A%2FB.txt"), ("d0p2", "/A%00B.txt")} <= paths
+    assert ("d0p2", "/%2E%2E") not in paths
 
     target = tmp_path / "target"
     (target / "d0p1").mkdir(parents=True)
@@ -297,16 +309,25 @@ def test_hostile_guest_file_systems_never_escape_the_target(vcsim, dc_config, tm
         assert p.resolve().is_relative_to(target.resolve()), p
     t = tree(target)
     assert (target / "d0p1/dir/a%2Fb").read_bytes() == b"slash"
-    assert (target / "d0p2/%2E%2E").read_bytes() == b"d"
     assert (target / "d0p2/A%2FB.txt").read_bytes() == b"s"
     assert (target / "d0p2/A%00B.txt").read_bytes() == b"n"
     assert (target / "d0p1/dir/hard.txt").read_bytes() == b"fine"
+    assert os.stat(target / "d0p1/dir/hard.txt").st_ino == os.stat(target / "d0p1/ok.txt").st_ino
     assert os.readlink(target / "d0p1/dir/good-link") == "inner.txt"
-    for bad in ("d0p1/abs-link", "d0p1/dir/escape-link", "d0p1/null", "d0p1/fifo"):
+    assert os.readlink(target / "d0p1/abs-link") == "/etc/passwd"  # verbatim, not followed
+    assert os.readlink(target / "d0p1/dir/escape-link") == f"../../..{outside}/pwned"
+    for bad in ("d0p1/null", "d0p1/fifo"):
         assert bad not in t, bad
     refused = "\n".join(rr.refused)
-    assert "abs-link" in refused and "escape-link" in refused and "null" in refused
+    assert "d0p1/null: refused: device" in refused and "d0p1/fifo: refused" in refused
     assert "d0p1/loop" in refused  # the planted symlink stopped that path
+    renamed = "\n".join(rr.renamed)
+    assert "d0p1/dir/a%2Fb (guest name 'a/b'" in renamed, renamed
+    for escaped, first in (("%5C" * 255, b"\\"), ("%FF" * 255, b"\xff")):
+        short = fit_name(escaped)
+        assert (target / "d0p1/dir" / short).read_bytes() == b"long " + first
+        assert f"d0p1/dir/{escaped} -> {short} (name longer than 255 bytes" in renamed
+    assert rr.failed == [] and not list(target.rglob(".dpflow-*"))
     assert os.path.islink(target / "d0p1/loop")
 
 
@@ -423,10 +444,45 @@ def test_cli_backup_find_restore_and_bad_input(vcsim, dc_config, images, tmp_pat
     blocker.write_text("x")
     one_line(*cli("restore", "files", vm, "/etc/hostname", "--to", str(blocker / "d"),
                   "-c", c), "not usable")
+    store = dc_config.parent / "store"
+    before = sorted(store.rglob("*"))
+    one_line(*cli("restore", "files", vm, "/etc/hostname", "--to", str(store / "x"),
+                  "-c", c), "inside store 'library'")
+    assert sorted(store.rglob("*")) == before
     code, out = cli("restore", "files", vm, "/etc/hostname", "--to", str(tmp_path / "r"),
                     "-c", c)
     assert code == 0, out
     assert (tmp_path / "r/d0p1/etc/hostname").read_bytes() == EXT_FILES["etc/hostname"]
+    totals = "1 object(s) restored (1 files, 0 hard links, 0 symlinks, 0 directories"
+    assert f"totals: {totals}" in out, out
+    assert totals in last_session(dc_config, "restore-files").message
+
+
+def last_session(config: Path, kind: str):
+    from sqlalchemy import select
+
+    from dpflow.catalog import SessionRow
+
+    with environment(config).catalog().session() as db:
+        return db.scalars(select(SessionRow).where(SessionRow.kind == kind)
+                          .order_by(SessionRow.started.desc())).first()
+
+
+def test_cli_restore_to_a_full_disk_says_how_much_in_one_line(vcsim, dc_config, images):
+    from flows.vm_files import backup_vm_files
+
+    vm = new_vm(vcsim, "full", [images["mbr"]])
+    backup_vm_files(str(dc_config), vm)
+    env = dict(os.environ, COLUMNS="200")
+    p = run_on_small_fs([sys.executable, "-m", "dpflow_cli", "restore", "files", vm, "*",
+                         "--to", f"{MOUNT}/r", "-c", str(dc_config)], "2m", env=env)
+    out = p.stdout + p.stderr
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert p.returncode == 1 and len(lines) == 1 and "Traceback" not in out, out
+    assert "restore stopped: target" in out and "is full (No space left on device)" in out
+    assert "object(s) restored" in out and "--conflict skip" in out
+    s = last_session(dc_config, "restore-files")
+    assert s.status == "failed" and "is full" in s.message, s.message
 
 
 def test_in_guest_restore_needs_guest_credentials(dc_config, monkeypatch):

@@ -45,20 +45,17 @@ class Rig:
 
 
 class ModelAdmin:
-    """The three admin calls create_database makes, straight on the array model (the
+    """The two admin calls create_database makes, straight on the array model (the
     SMI-S path is covered by the integration tests; here it would only cost time)."""
 
     def __init__(self, array: EvaArray) -> None:
         self.array = array
 
-    def create_vdisk(self, name: str, size: int, pool: str) -> None:
-        self.array.create_vdisk(name, size, pool)
+    def create_vdisk(self, name: str, size: int, pool: str) -> SimpleNamespace:
+        return SimpleNamespace(wwn=self.array.create_vdisk(name, size, pool).id)
 
     def present(self, vdisk: str, host: str) -> SimpleNamespace:
         return SimpleNamespace(lun=self.array.present(vdisk, host))
-
-    def get_vdisk(self, name: str) -> SimpleNamespace:
-        return SimpleNamespace(wwn=self.array.vdisk(name).id)
 
 
 def make_rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> Rig:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dpflow.catalog import Catalog
-from dpflow.errors import NotFound
+from dpflow.errors import NotFound, UserError
 
 
 def test_versions_appear_only_when_committed(tmp_path: Path) -> None:
@@ -29,3 +29,17 @@ def test_versions_appear_only_when_committed(tmp_path: Path) -> None:
     assert cat.get_session(sid).status == "completed"
     with pytest.raises(NotFound, match="unknown version"):
         cat.version("nope")
+
+
+@pytest.mark.parametrize("url, why", [
+    ("nonsense", "Could not parse"),
+    ("sqlite:////proc/no-such-dir/catalog.db", "No such file"),
+    ("sqlite:////etc/hostname", "not a database"),
+    ("postgresql://dp:s3cret@127.0.0.1:1/catalog", ""),
+])
+def test_an_unusable_catalog_url_is_one_line_naming_it(url: str, why: str) -> None:
+    with pytest.raises(UserError) as info:
+        Catalog(url)
+    msg = str(info.value)
+    assert msg.startswith("cannot open the catalog ") and why in msg
+    assert "check catalog_url" in msg and "\n" not in msg and "s3cret" not in msg

@@ -79,3 +79,40 @@ def test_a_manifest_no_catalog_row_names_is_reported_but_not_a_failure(store):
     assert report.ok
     assert report.uncatalogued == ["orphan"]
     assert report.chunks_checked == 4  # its chunks are still checked (prune keeps them)
+
+
+def test_prune_keeps_and_verify_checks_the_chunks_of_an_oracle_backup(store, tmp_path):
+    from dpflow.catalog import Catalog
+    from dpflow.catalog_oracle import commit_oracle_backup
+    from dpflow.store.maintenance import prune
+    from dpflow.store.pipeline import StreamWriter
+    from tasks.maintenance import catalog_refs, catalogued_in_store
+
+    w = StreamWriter(store, CS, workers=2)
+    log, cf = os.urandom(3 * CS), os.urandom(CS)
+    _, log_chunks, _ = w.write([log], len(log))
+    _, cf_chunks, _ = w.write([cf], len(cf))
+    w.commit()
+    cat = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    sid = cat.begin_session("zdb-oracle", "lungroup", "oracle:ORCL")
+    commit_oracle_backup(
+        cat, version_id=sid, session_id=sid, database="orcl", array="eva1", replica_set="r1",
+        kind="snapclone", requested_kind="snapclone", created=datetime.now(UTC), members=[],
+        begin_scn=1, end_scn=2, archived_scn=3, resetlogs_scn=0, store="library",
+        logs=[{"name": "1_7.arc", "chunks": [{"id": c, "size": CS} for c in log_chunks]}],
+        controlfile={"name": "c.ctl", "chunks": [{"id": c, "size": CS} for c in cf_chunks]},
+        datafiles=[], media_version_id="lun-images")
+    back_up(store, "lun-images", os.urandom(2 * CS))  # the replica's LUNs copied to media
+    refs = list(catalog_refs(cat, "library"))
+    assert {c for _, c in refs} == set(log_chunks + cf_chunks)
+    assert prune(store, apply=False).packs_deleted > 0  # without them, the logs look unused
+    assert prune(store, apply=True, extra=refs).packs_deleted == 0
+    assert all(store.get(c) for c in log_chunks + cf_chunks)
+    pack, _, _ = store.index.lookup(cf_chunks[0])
+    pack_path(store.packs_dir, pack).unlink()
+    expected = catalogued_in_store(cat, "library")
+    assert [c.version_id for c in expected] == ["lun-images"]
+    report = verify(store, expected, extra=refs)
+    assert report.unrestorable.keys() == {sid} and report.uncatalogued == []
+    delete_manifest(store, "lun-images")
+    assert verify(store, expected, extra=refs).unrestorable.keys() == {sid, "lun-images"}

@@ -1,0 +1,64 @@
+"""Sites of the data-centre file: which array and hosts are where, and what CA protects.
+
+Why its own models: a site failover plan is computed from these alone (the --dry-run
+plan touches no hardware), so they must say everything the flow needs: the array of
+each site, the array's names for the site's ESX hosts (the LUNs are presented to them),
+and the DR groups with their home site and member vdisks.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Site(_Strict):
+    name: str
+    array: str = Field(description="the array at this site (a name under 'arrays:')")
+    vcenter: str | None = Field(None, description="the site's vCenter (a name under "
+                                "'vcenters:'), if VMs are brought up there")
+    hosts: list[str] = Field(min_length=1, description="the array's names for this site's "
+                             "ESX hosts: replicated LUNs are presented to them")
+
+
+class DrGroupSpec(_Strict):
+    """A Continuous Access DR group as the administrator planned it."""
+
+    name: str
+    home: str = Field(description="the site that is normally the source")
+    remote: str = Field(description="the site it replicates to")
+    vdisks: list[str] = Field(min_length=1, description="member vdisks (same names at both "
+                              "sites); VMs sharing a VMFS LUN must share a group")
+    mode: Literal["sync", "async", "enhanced"] = "sync"
+    failsafe: bool = False
+    in_sync_timeout_s: float = Field(300.0, gt=0, description="a planned failover waits "
+                                     "this long for the group to be in sync")
+
+
+def check_sites(sites: list[Site], groups: list[DrGroupSpec], arrays: set[str],
+                vcenters: set[str]) -> None:
+    """Raise ValueError (one line) when a site or DR group names something unknown."""
+    names = [s.name for s in sites]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"duplicate site name(s): {', '.join(sorted(dup))}")
+    for s in sites:
+        if s.array not in arrays:
+            raise ValueError(f"site '{s.name}': unknown array '{s.array}'")
+        if s.vcenter is not None and s.vcenter not in vcenters:
+            raise ValueError(f"site '{s.name}': unknown vcenter '{s.vcenter}'")
+    gnames = [g.name for g in groups]
+    dup = {n for n in gnames if gnames.count(n) > 1}
+    if dup:
+        raise ValueError(f"duplicate DR group name(s): {', '.join(sorted(dup))}")
+    for g in groups:
+        for role, site in (("home", g.home), ("remote", g.remote)):
+            if site not in names:
+                raise ValueError(f"DR group '{g.name}': unknown {role} site '{site}'")
+        if g.home == g.remote:
+            raise ValueError(f"DR group '{g.name}': home and remote are the same site")

@@ -1,0 +1,94 @@
+"""Restore an Oracle database from media when its replica is gone (rotated or lost).
+
+restore_oracle_from_media: a ZDB whose LUN images are in the store picked → refused
+while the database is open (unless told to shut it down) → shut down → the datafile
+LUNs taken from their hosts → each image written back through the backup host → the
+hosts get their LUNs back, on every exit path → mounted → recovered (complete, or to an
+SCN/time then RESETLOGS) with the archived logs on the host → opened and checked. The
+same recovery as Instant Recovery; only the way the datafiles come back differs.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from prefect import flow
+
+from dpflow.environment import open_environment
+from dpflow.errors import DpflowError, UserError, first_line
+from dpflow.locks import exclusive
+from flows.oracle import RecoverResult, explain, point_of, reworded
+from tasks.array import detach, reattach
+from tasks.catalog import close_session, open_session
+from tasks.oracle import database_state, open_database, recover, shutdown, startup_mount
+from tasks.oracle_media import write_lun_from_media
+
+
+@flow(name="restore-oracle-from-media", log_prints=True)
+def restore_oracle_from_media(config: str, db: str, version: str | None = None,
+                              until_scn: int | None = None, until_time: datetime | None = None,
+                              shutdown_open: bool = False, store: str | None = None
+                              ) -> RecoverResult:
+    """The datafile LUNs back from their images in the store, recovered, open."""
+    with open_environment(config) as env:
+        import json
+
+        from dpflow.catalog_oracle import oracle_backup
+
+        t0 = time.perf_counter()
+        db = db.upper()
+        until = point_of(until_scn, until_time)
+        env = env
+        env.dc.database(db)
+        backup, rs = oracle_backup(env.catalog(), db, version, on_media=True)
+        if until is not None and until[0] == "scn" and int(until[1]) < backup.end_scn:
+            raise UserError(f"SCN {until[1]} is before the end of backup mode of that backup "
+                            f"(SCN {backup.end_scn}): pick an older backup or a later point")
+        arr, media = rs.array, str(backup.media_version_id)
+        luns = sorted({f["vdisk"] for f in json.loads(backup.datafiles)})
+        state = "OPEN"
+        with exclusive("oracle", db):
+            session_id = open_session(env, "restore-oracle-media", db, object_kind="oracle")
+            try:
+                state = database_state(env, db)
+                if state == "OPEN" and not shutdown_open:
+                    raise UserError(f"database {db} is open: a restore would replace its "
+                                    f"datafiles; stop the application, then run again with "
+                                    f"--shutdown")
+                if state != "DOWN":
+                    shutdown(env, db)
+                state = "DOWN"
+                drv = env.array(arr)
+                held = [p for lun in luns for p in drv.list_presentations(lun)
+                        if p.host != env.dc.array(arr).backup_host]
+                t_restore = time.perf_counter()
+                try:
+                    detach(env, arr, held)
+                    state = "DOWN, datafile LUNs being written from media (incomplete)"
+                    for lun in luns:
+                        write_lun_from_media(env, arr, lun, store or backup.store, media)
+                finally:
+                    reattach(env, arr, held)  # compensation: the hosts get their LUNs back
+                restore_s = time.perf_counter() - t_restore
+                state = f"DOWN, datafiles restored from media version {media}"
+                startup_mount(env, db)
+                state = f"MOUNTED, datafiles restored from media version {media}, not recovered"
+                recover(env, db, until)
+                state = f"MOUNTED and recovered from media version {media}, not open"
+                info = open_database(env, db, until is not None)
+                point = "complete" if until is None else f"{until[0]} {until[1]}"
+                close_session(env, session_id, "completed",
+                              f"from media version {media}, recovered {point}, open at SCN "
+                              f"{info.current_scn}")
+                return RecoverResult(database=db, replica_set=rs.name, version_id=backup.version_id,
+                                     point=point, resetlogs=until is not None,
+                                     scn=info.current_scn, seconds=time.perf_counter() - t0,
+                                     restore_seconds=restore_s)
+            except BaseException as exc:
+                msg = explain(db, state, f"media version {media}",
+                              f"dpflow recover oracle {db} --from-media", exc)
+                close_session(env, session_id, "failed", msg)
+                if msg == first_line(exc) or not isinstance(exc, DpflowError):
+                    raise
+                raise reworded(exc, msg) from exc

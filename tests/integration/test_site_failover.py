@@ -1,0 +1,159 @@
+"""Site failover, failback and test failover over two simulated EVA processes.
+
+The bytes at site B are only what the inter-site link delivered; the flows drive the real
+SMI-S driver over HTTPS. Each test uses its own DR group and vdisks on the shared sites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows import site_failover as sf
+from flows.dr_admin import dr_status, protect
+from simulators.sites import TwoSites
+
+MiB = 1 << 20
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoSites]:
+    with TwoSites.start(tmp_path_factory.mktemp("sites")) as s:
+        yield s
+
+
+@pytest.fixture
+def sites_ok(sites: TwoSites) -> Iterator[TwoSites]:
+    sites.link(up=True, bandwidth=None)
+    yield sites
+    sites.link(up=True, bandwidth=None)
+
+
+def setup_group(s: TwoSites, tmp: Path, name: str, mode: str = "sync") -> tuple[str, list[int]]:
+    """Two vdisks at A presented to esx-a, one DR group to B made by the protect flow."""
+    from drivers.smis import SmisArray
+
+    a = SmisArray(s.a.connection())
+    vds = [f"{name}-v1", f"{name}-v2"]
+    luns = []
+    for v in vds:
+        a.create_vdisk(v, 4 * MiB, "DG1")
+        luns.append(a.present(v, "esx-a").lun)
+    cfg = s.write_config(tmp / "dc.yaml", [{"name": name, "home": "A", "remote": "B",
+                                            "vdisks": vds, "mode": mode,
+                                            "in_sync_timeout_s": 60}])
+    protect(str(cfg))
+    return str(cfg), luns
+
+
+def lun_at(s: TwoSites, site: str, vdisk: str) -> int:
+    from drivers.smis import SmisArray
+
+    d = SmisArray(s.arrays[site].connection())
+    host = {"A": "esx-a", "B": "esx-b"}[site]
+    return next(p.lun for p in d.list_presentations(vdisk) if p.host == host)
+
+
+def wait(cond: Any, what: str, timeout: float = 30.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_planned_failover_then_failback_after_the_guard(
+        sites_ok: TwoSites, tmp_path: Path, prefect_server: None) -> None:
+    s = sites_ok
+    cfg, (l1, l2) = setup_group(s, tmp_path, "plan")
+    data = bytes(range(256)) * 4096  # 1 MiB
+    s.host("A").write(l1, 0, data)
+    s.host("A").write(l2, MiB, data[::-1])
+    dry = sf.failover_site(cfg, "B", planned=True, dry_run=True)
+    assert dry.plan[0].startswith("plan: hide plan-v1, plan-v2 from esx-a on EVA-A")
+    assert s.dr_info("A", "plan")["role"] == "source"  # the dry run touched nothing
+    res = sf.failover_site(cfg, "B", planned=True)
+    assert res.ok and res.groups[0].status == "done" and res.groups[0].writes_lost == 0
+    assert s.dr_info("B", "plan")["role"] == "source"
+    b1, b2 = lun_at(s, "B", "plan-v1"), lun_at(s, "B", "plan-v2")
+    assert s.host("B").read(b1, 0, MiB) == data and s.host("B").read(b2, MiB, MiB) == data[::-1]
+    with pytest.raises(OSError, match="no LUN"):  # fenced: site A's host lost its LUNs
+        s.host("A").write(l1, 0, b"split brain")
+    again = sf.failover_site(cfg, "B", planned=True)  # a re-run finds it done
+    assert again.groups[0].status == "already done"
+    s.host("B").write(b1, 2 * MiB, b"written at B")
+    early = sf.failback_site(cfg, "A")
+    assert early.groups[0].status == "failed"
+    assert "15 minutes after a failover" in early.groups[0].message
+    assert "left" in early.groups[0].message
+    assert s.dr_info("B", "plan")["role"] == "source"  # nothing moved
+    s.advance_clock(901)
+    back = sf.failback_site(cfg, "A")
+    assert back.ok and back.groups[0].status == "done", back.groups[0].message
+    a1 = lun_at(s, "A", "plan-v1")
+    assert s.host("A").read(a1, 2 * MiB, 12) == b"written at B"
+    assert s.dr_info("A", "plan")["role"] == "source"
+
+
+def test_unplanned_async_failover_loses_exactly_the_unsent_tail(
+        sites_ok: TwoSites, tmp_path: Path, prefect_server: None) -> None:
+    s = sites_ok
+    cfg, (l1, _) = setup_group(s, tmp_path, "lost", mode="async")
+    for i in range(2):
+        s.host("A").write(l1, i * MiB, bytes([i + 1]) * MiB)
+    wait(lambda: s.dr_info("A", "lost")["log_writes"] == 0, "async drain")
+    s.link(up=False)  # site A cut off; its host keeps writing into the log
+    for i in range(2, 4):
+        s.host("A").write(l1, i * MiB, bytes([i + 1]) * MiB)
+    res = sf.failover_site(cfg, "B", planned=False)
+    g = res.groups[0]
+    assert res.ok and g.status == "done", g.message
+    assert g.writes_lost == 2 and g.writes_held == s.dr_info("A", "lost")["seq"] - 2
+    b1 = lun_at(s, "B", "lost-v1")
+    assert s.host("B").read(b1, 0, 2 * MiB) == bytes([1]) * MiB + bytes([2]) * MiB
+    assert s.host("B").read(b1, 2 * MiB, 2 * MiB) == bytes(2 * MiB)  # the unsent tail
+    s.host("B").write(b1, 3 * MiB, b"B")
+    s.link(up=True)  # A returns: it learns it lost, and B's data overwrites its tail
+    wait(lambda: s.dr_info("A", "lost")["role"] == "destination"
+         and s.dr_info("A", "lost")["consistent"], "old source demoted and resynced")
+    wait(lambda: s.dr_info("B", "lost")["pending_blocks"] == 0, "resync done")
+    s.advance_clock(901)
+    back = sf.failback_site(cfg, "A")
+    assert back.ok, back.groups[0].message
+    a1 = lun_at(s, "A", "lost-v1")
+    assert s.host("A").read(a1, 2 * MiB, 1) == b"\0" and s.host("A").read(a1, 3 * MiB, 1) == b"B"
+
+
+def test_failover_refused_while_suspended_and_test_failover_leaves_production(
+        sites_ok: TwoSites, tmp_path: Path, prefect_server: None) -> None:
+    from drivers.smis import SmisArray
+
+    s = sites_ok
+    cfg, (l1, _) = setup_group(s, tmp_path, "tst")
+    s.host("A").write(l1, 0, b"production")
+    before = s.dr_info("B", "tst")
+    res = sf.test_failover(cfg, "B")
+    assert res.ok, res.groups[0].message
+    after = s.dr_info("B", "tst")
+    assert (after["role"], after["generation"], after["suspended"]) == (
+        "destination", before["generation"], False)
+    b = SmisArray(s.b.connection())
+    assert not b.list_replica_sets() and not b.list_presentations("tst-v1")
+    s.host("A").write(l1, 0, b"still flows")  # replication never stopped
+    wait(lambda: s.dr_info("B", "tst")["seq"] == s.dr_info("A", "tst")["seq"], "replication")
+    a = SmisArray(s.a.connection())
+    a.suspend_dr_group("tst")
+    wait(lambda: s.dr_info("B", "tst")["suspended"], "suspend reaches B")
+    res = sf.failover_site(cfg, "B", planned=False)
+    assert res.groups[0].status == "failed"
+    assert "suspended: resume it before failing over" in res.groups[0].message
+    assert s.dr_info("B", "tst")["role"] == "destination"
+    a.resume_dr_group("tst")
+    status = dr_status(cfg)
+    assert [st.site for st in status] == ["A", "B"] and all(st.reachable for st in status)
+    assert {g.name for g in status[0].groups} >= {"tst"}
