@@ -24,6 +24,10 @@ stores:
 
 
 def write(tmp_path: Path, text: str) -> Path:
+    from simulators.tls import ensure_certs
+
+    ca = ensure_certs(tmp_path / "tls").ca_file  # the config checks its CA is PEM
+    (tmp_path / "ca.pem").write_bytes(ca.read_bytes())
     p = tmp_path / "dc.yaml"
     p.write_text(text)
     return p
