@@ -74,7 +74,7 @@ def backup_vm_files(config: str, vm: str, level: str = "full",
     t0 = time.perf_counter()
     with open_environment(config) as env:
         log = get_run_logger()
-        env.store(store)  # unknown store, wrong or missing key: one line, no session
+        env.store(store, create=True)  # unknown store, wrong key: one line, no session
         level, base = plan_level(env, vm, level, store, full_if_needed)
         vcenter, info = find_vm(env, vm)
         with exclusive("vm", vm), session(env, "backup-files", vm, "vmfiles") as s:

@@ -88,7 +88,7 @@ def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupRes
     """Back up every disk of one VM from a point-in-time snapshot."""
     t0 = time.perf_counter()
     with open_environment(config) as env:
-        env.store(store)  # unknown store, wrong or missing key: one line, no session
+        env.store(store, create=True)  # unknown store, wrong key: one line, no session
         vcenter, info = find_vm(env, vm)
         with exclusive("vm", vm), session(env, "backup-image", vm) as s:
             result = BackupResult(vm=vm, status="failed", session_id=s.id)
