@@ -40,6 +40,7 @@ class FileRestore(BaseModel):
     refused: list[str] = []  # not created on purpose: devices, FIFOs, unsafe paths
     renamed: list[str] = []  # written under another name, each with the reason
     failed: list[str] = []  # could not be read from the guest or written to the target
+    leftovers: list[str] = []  # temporary files of an interrupted restore, removed
     source_bytes_read: int = 0  # store bytes (image) fetched for this restore
     source_chunks_read: int = 0
     image_bytes: int = 0
@@ -54,7 +55,9 @@ class FileRestore(BaseModel):
                 f"hard links, {self.symlinks} symlinks, {self.dirs} directories; "
                 f"{self.bytes_written / 1e6:.1f} MB), {len(self.renamed)} renamed, "
                 f"{len(self.refused)} refused, {len(self.skipped)} skipped, "
-                f"{len(self.failed)} failed")
+                f"{len(self.failed)} failed"
+                + (f"; {len(self.leftovers)} temporary file(s) of an interrupted restore "
+                   f"removed" if self.leftovers else ""))
 
 
 class _ReadError(Exception):
@@ -174,6 +177,8 @@ class Restorer:
             self.out.renamed.append(f"{'/'.join(orig)} -> {new} (name longer than "
                                     f"{self.t.name_max} bytes on the target)")
         self.t.name_changes.clear()
+        self.out.leftovers += self.t.leftovers
+        self.t.leftovers = []
 
 
 def restore_volume(r: Restorer, vol: GuestVolume, sel: Selection | None = None) -> int:

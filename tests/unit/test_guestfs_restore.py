@@ -5,6 +5,7 @@ links, symlinks (absolute ones too), symlink times, holes, forged entries, a ful
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -12,6 +13,7 @@ import re
 import stat
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from dpflow.guestfs import RangeFile, SafeTarget, discover
@@ -268,3 +270,35 @@ def test_a_target_with_no_room_at_all_is_one_line_before_anything():
             print(json.dumps({"msg": str(exc)}))
     """, "256k,nr_inodes=32")
     assert got["msg"] and "not writable (No space left on device)" in got["msg"], got
+
+
+def test_temporary_files_of_an_interrupted_restore_are_removed_next_time(tmp_path):
+    v = tmp_path / "v"
+    v.mkdir()
+    dead, busy, link = (v / f".dpflow-{c * 16}.tmp" for c in "abc")
+    for p in (dead, busy):
+        p.write_bytes(b"half a file")
+    os.symlink("x", link)
+    (v / ".dpflow-not-ours.tmp").write_bytes(b"kept")
+
+    def restore(name: str) -> FileRestore:
+        with SafeTarget(tmp_path) as t:
+            r = Restorer(t, "skip")
+            r.restore(("v", name), "file", blocks=lambda: [b"data"])
+            r.finish()
+        return r.out
+
+    out = restore("first")  # all of them just made: none is stale yet
+    assert out.leftovers == [] and len(list(v.iterdir())) == 5
+    with open(busy, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a live restore writing it
+        real = time.time
+        time.time = lambda: real() + 3600  # ctime cannot be set back: the clock moves on
+        try:
+            out = restore("second")
+        finally:
+            time.time = real
+    assert sorted(p.name for p in v.iterdir()) == sorted(
+        [busy.name, ".dpflow-not-ours.tmp", "first", "second"])
+    assert sorted(out.leftovers) == [f"v/{dead.name}", f"v/{link.name}"]
+    assert "2 temporary file(s) of an interrupted restore removed" in out.totals()
