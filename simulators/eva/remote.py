@@ -155,13 +155,16 @@ class ContinuousAccess:
             raise Refusal(FAILED, f"DR group '{g.name}' is failsafe-locked: the destination "
                                   "is unreachable and failsafe is on, host I/O is stopped")
 
-    def ca_replicate(self: EvaArray, vdisk: str, b: int, data: bytes) -> None:
-        """Called for every block write to a vdisk, before the local disk changes."""
+    def ca_replicate(self: EvaArray, vdisk: str, b: int, data: bytes,
+                     span: tuple[int, int] | None = None) -> None:
+        """Called for every block write to a vdisk, before the local disk changes; only
+        the bytes the host wrote (`span` inside the block) are sent or logged."""
         g = self.ca_group_of(vdisk)
         if g is None or g.role != "source":
             return
         m = g.member_index(vdisk)
         assert m is not None
+        offset, piece = (span[0], data[span[0]:span[0] + span[1]]) if span else (0, data)
         g.seq += 1
         if g.pending:
             g.pending.add((m, b))
@@ -169,8 +172,8 @@ class ContinuousAccess:
         if g.mode == "sync" and not g.log and not g.suspended and g.link_up:
             try:
                 ans = self._link(g.peer).send({"op": "write", "group": g.name, "seq": g.seq,
-                                               "member": m, "block": b,
-                                               "generation": g.generation}, data)
+                                               "member": m, "block": b, "offset": offset,
+                                               "generation": g.generation}, piece)
                 if ans.get("stale"):
                     g.seq -= 1
                     g.link_up = False  # the next hello settles who is the source
@@ -184,7 +187,7 @@ class ContinuousAccess:
                     raise Refusal(FAILED, f"DR group '{g.name}' is failsafe-locked: the "
                                           "destination is unreachable, host I/O is stopped"
                                   ) from None
-        g.log.append(LogEntry(g.seq, m, b, data, self.clock.now()))
+        g.log.append(LogEntry(g.seq, m, b, piece, self.clock.now(), offset))
         if g.log_bytes() > g.log_capacity:
             self._overflow(g)
 
@@ -279,5 +282,6 @@ class ContinuousAccess:
         if g.log:
             e = g.log[0]
             return {"op": "write", "group": g.name, "seq": e.seq, "member": e.member,
-                    "block": e.block, "generation": g.generation}, e.data, len(e.data)
+                    "block": e.block, "offset": e.offset, "generation": g.generation}, \
+                e.data, len(e.data)
         return None, b"", 0

@@ -182,7 +182,13 @@ class DrOperations:
         g = self._rx_group(msg)
         if (stale := self._stale(g, msg)) is not None:
             return stale
-        self.write_block(self.vdisks[g.members[int(msg["member"])][0]], int(msg["block"]), data)
+        vd, b = self.vdisks[g.members[int(msg["member"])][0]], int(msg["block"])
+        offset = int(msg.get("offset", 0))
+        if offset or len(data) != vd.disk.block_len(b):  # a partial write: patch the block
+            block = bytearray(vd.disk.read_block(b))
+            block[offset:offset + len(data)] = data
+            data = bytes(block)
+        self.write_block(vd, b, data)
         if msg["op"] == "write":
             g.seq = int(msg["seq"])
         g.last_received_at = self.clock.now()

@@ -211,3 +211,17 @@ def test_mode_change_rules_and_state_survives_restart(s: Sites, tmp_path: Path) 
     assert s.b.read("vd1", 0, BLOCK) == blk(4)
     with pytest.raises(Refusal, match="member of DR group"):
         a2.delete_vdisk("vd1")
+
+
+def test_the_log_holds_only_the_bytes_written(s: Sites) -> None:
+    s.a.write("vd1", 0, blk(1))
+    s.a.create_dr_group("dr", ["vd1"], "EVA-B", mode="async")
+    s.pump()
+    s.a.write("vd1", 100, b"abcd")
+    s.a.write("vd1", BLOCK - 2, b"wxyz")  # across a block boundary: two entries
+    info = s.a.dr_info("dr")
+    assert (info["log_writes"], info["log_bytes"]) == (3, 8)
+    s.pump()
+    want = bytearray(blk(1) + bytes(BLOCK))
+    want[100:104], want[BLOCK - 2:BLOCK + 2] = b"abcd", b"wxyz"
+    assert s.b.read("vd1", 0, 2 * BLOCK) == bytes(want)
