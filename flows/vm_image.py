@@ -171,19 +171,22 @@ def restore_vm_image(config: str, vm: str, version: str | None = None,
             raise
 
 
+def backup_one(config: str, name: str, store: str | None = None) -> BackupResult:
+    """One VM's backup flow run; its failure becomes a failed result, not an exception.
+    For a single VM the CLI calls this directly: one flow run less (≥ 1 s) than
+    backup_vms."""
+    state = backup_vm_image(config, name, store, return_state=True)
+    if state.is_completed():
+        return state.result()
+    msg = str(state.message or "failed")
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - reported per VM
+        msg = first_line(exc)
+    return BackupResult(vm=name, status="failed", session_id="", message=msg)
+
+
 @flow(name="backup-vms", log_prints=True)
 def backup_vms(config: str, vms: list[str], store: str | None = None) -> list[BackupResult]:
     """Several VMs in one run; a failed VM does not stop the others."""
-    results = []
-    for name in vms:
-        state = backup_vm_image(config, name, store, return_state=True)
-        if state.is_completed():
-            results.append(state.result())
-        else:
-            msg = str(state.message or "failed")
-            try:
-                state.result()
-            except Exception as exc:  # noqa: BLE001 - reported per VM
-                msg = first_line(exc)
-            results.append(BackupResult(vm=name, status="failed", session_id="", message=msg))
-    return results
+    return [backup_one(config, name, store) for name in vms]
