@@ -24,6 +24,15 @@ class CbtUnusable(PermanentError):
     """Change tracking cannot answer for this disk: the caller must read it in full."""
 
 
+class TaskDeadlineExceeded(TransientError):
+    """A hypervisor task ran past its deadline and may still finish: `task` names it, so
+    a retry can wait for it or undo it instead of starting the same work twice."""
+
+    def __init__(self, message: str, task: str = "") -> None:
+        super().__init__(message)
+        self.task = task
+
+
 class DiskInfo(BaseModel):
     """One virtual disk as the hypervisor describes it."""
 

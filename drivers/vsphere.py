@@ -1,17 +1,14 @@
 """The real vSphere adapter (pyVmomi): a vCenter or a standalone ESX host.
 
-Errors are translated here, once: pyVmomi faults and socket/TLS errors become
-UserError (the administrator must act), TransientError (retry) or PermanentError.
-Snapshot disks are read over the datastore HTTP interface by ranges (the proxy's "vLUN
-mount"), with the session cookie and TLS verification, resuming a cut transfer where it
-stopped.
+The login, its renewal when vCenter ends the session, the three timeouts and the
+translation of errors live in drivers/vsphere_session.py. Snapshot disks are read over the
+datastore HTTP interface by ranges (the proxy's "vLUN mount"), with the session cookie
+(renewed after a 401) and TLS verification, resuming a cut transfer where it stopped.
 """
 
 from __future__ import annotations
 
 import http.client
-import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -20,128 +17,22 @@ from urllib.parse import quote
 
 import requests
 import urllib3
-from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
-from drivers.endpoints import VCenterEndpoint
 from drivers.errors import NotFound, PermanentError, TransientError, UserError
-from drivers.protocols import (
-    CbtUnusable,
-    DiskInfo,
-    QuiesceFailed,
-    RawDisk,
-    SnapshotRef,
-    VmInfo,
-)
+from drivers.protocols import CbtUnusable, DiskInfo, RawDisk, SnapshotRef, VmInfo
+from drivers.vsphere_session import VcConnection, session_cookies, translate
+
+__all__ = ["DatastoreDisk", "VSphere", "translate"]
 
 T = TypeVar("T")
 
-#: vSphere faults that say "not now" rather than "never".
-_TRANSIENT_FAULTS: tuple[type, ...] = (
-    vim.fault.ApplicationQuiesceFault,
-    vim.fault.TaskInProgress,
-    vim.fault.Timedout,
-    vim.fault.ResourceInUse,
-    vmodl.fault.HostCommunication,
-    vmodl.fault.SystemError,
-    vmodl.fault.RequestCanceled,
-)
-_NETWORK_ERRORS = (http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError)
 
-
-def _fault_text(fault: vmodl.MethodFault) -> str:
-    msg = getattr(fault, "msg", None) or getattr(fault, "localizedMessage", None) or ""
-    for fm in getattr(fault, "faultMessage", None) or []:
-        msg = f"{msg} {fm.message}".strip()
-    return f"{type(fault).__name__.split('.')[-1]}: {msg}".rstrip(": ")
-
-
-def translate(exc: BaseException, what: str) -> Exception:
-    """Map a pyVmomi or network error met while doing `what` to dpflow's tree."""
-    if isinstance(exc, vim.fault.ApplicationQuiesceFault):
-        return QuiesceFailed(f"{what}: {_fault_text(exc)}")
-    if isinstance(exc, vim.fault.InvalidLogin):
-        return UserError(f"{what}: wrong user or password (InvalidLogin)")
-    if isinstance(exc, _TRANSIENT_FAULTS):
-        return TransientError(f"{what}: {_fault_text(exc)}")
-    if isinstance(exc, vmodl.MethodFault):
-        return PermanentError(f"{what}: {_fault_text(exc)}")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return UserError(f"{what}: TLS certificate not trusted ({exc.verify_message}); "
-                         f"set ca_file to the CA that signed it")
-    if isinstance(exc, (*_NETWORK_ERRORS, requests.ConnectionError, requests.Timeout)):
-        return TransientError(f"{what}: {type(exc).__name__}: {exc}")
-    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
-
-
-class VSphere:
-    """One logged-in connection to a vCenter; re-logs in when the session expires."""
-
-    def __init__(self, vc: VCenterEndpoint, password: str) -> None:
-        self.vc = vc
-        self._password = password
-        self._si: Any = None
-        self._lock = threading.Lock()
-        self._ssl = ssl.create_default_context(cafile=str(vc.ca_file) if vc.ca_file else None)
-
-    # --- connection ------------------------------------------------------------
-    def _connect(self) -> Any:
-        try:
-            return SmartConnect(host=self.vc.host, port=self.vc.port, user=self.vc.user,
-                                pwd=self._password, sslContext=self._ssl,
-                                httpConnectionTimeout=self.vc.connect_timeout_s)
-        except ssl.SSLCertVerificationError as exc:
-            raise translate(exc, f"vCenter {self.vc.name} ({self.vc.host}:{self.vc.port})") from exc
-        except vim.fault.InvalidLogin as exc:
-            raise UserError(f"vCenter {self.vc.name}: wrong user or password for "
-                            f"'{self.vc.user}' (InvalidLogin); fix the secret it references"
-                            ) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            raise UserError(f"vCenter {self.vc.name} unreachable at {self.vc.host}:"
-                            f"{self.vc.port} ({exc.__class__.__name__}: {exc}); check host, "
-                            f"port and network") from exc
-
-    @property
-    def si(self) -> Any:
-        with self._lock:
-            if self._si is None:
-                self._si = self._connect()
-            return self._si
-
-    def check(self) -> None:
-        _ = self.si.content.about.apiVersion
-
-    def close(self) -> None:
-        with self._lock:
-            if self._si is not None:
-                try:
-                    Disconnect(self._si)
-                except Exception:  # noqa: BLE001 - closing a dead session is not an error
-                    pass
-                self._si = None
+class VSphere(VcConnection):
+    """The Hypervisor Protocol over one vCenter login (renewed when the session ends)."""
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a SOAP exchange; re-login once on an expired session; translate errors."""
-        for attempt in (1, 2):
-            try:
-                return fn()
-            except vim.fault.NotAuthenticated as exc:
-                if attempt == 2:
-                    raise translate(exc, what) from exc
-                with self._lock:
-                    self._si = None
-            except Exception as exc:  # noqa: BLE001 - translated at the boundary
-                if isinstance(exc, UserError | TransientError | PermanentError):
-                    raise
-                raise translate(exc, what) from exc
-        raise AssertionError("unreachable")
-
-    def _wait(self, task: Any, what: str) -> Any:
-        while task.info.state in (vim.TaskInfo.State.queued, vim.TaskInfo.State.running):
-            time.sleep(0.05)
-        if task.info.state == vim.TaskInfo.State.error:
-            raise task.info.error
-        return task.info.result
+        return self.call(what, fn)
 
     # --- inventory -------------------------------------------------------------
     def _datacenter(self) -> Any:
@@ -234,7 +125,7 @@ class VSphere:
             obj = self._vm_by_moref(vm.moref)
             if obj.config.changeTrackingEnabled:
                 return False
-            self._wait(obj.ReconfigVM_Task(
+            self.wait(obj.ReconfigVM_Task(
                 spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)), "enable CBT")
             return True
         return self._call(f"enable change tracking on {vm.name}", go)
@@ -246,17 +137,17 @@ class VSphere:
         Bareos shipped silently incomplete incrementals by stopping after the first page;
         here the pages must tile the disk exactly and every area must lie inside it.
         """
-        obj = self._vm_by_moref(snap.vm_moref)
-        snap_obj = vim.vm.Snapshot(snap.moref, self.si._stub)
         size = disk.capacity_bytes
         areas: list[tuple[int, int]] = []
         offset = 0
         while offset < size:
             try:
+                # objects bound inside the call: after a re-login they use the new session
                 info = self._call(f"changed areas of {disk.file_name}", lambda o=offset:
-                                  obj.QueryChangedDiskAreas(snapshot=snap_obj,
-                                                            deviceKey=disk.key, startOffset=o,
-                                                            changeId=since_change_id))
+                                  self._vm_by_moref(snap.vm_moref).QueryChangedDiskAreas(
+                                      snapshot=vim.vm.Snapshot(snap.moref, self.si._stub),
+                                      deviceKey=disk.key, startOffset=o,
+                                      changeId=since_change_id))
             except PermanentError as exc:
                 raise CbtUnusable(str(exc)) from exc
             start, length = int(info.startOffset), int(info.length)
@@ -280,7 +171,7 @@ class VSphere:
             obj = self._vm_by_moref(vm.moref)
             task = obj.CreateSnapshot_Task(name=name, description="dpflow backup",
                                            memory=False, quiesce=quiesce)
-            snap = self._wait(task, "create snapshot")
+            snap = self.wait(task, "create snapshot")
             return SnapshotRef(moref=snap._moId, name=name, vm_moref=vm.moref, quiesced=quiesce)
         return self._call(f"snapshot of VM {vm.name}", go)
 
@@ -300,7 +191,7 @@ class VSphere:
     def remove_snapshot(self, snap: SnapshotRef) -> None:
         def go() -> None:
             obj = vim.vm.Snapshot(snap.moref, self.si._stub)
-            self._wait(obj.RemoveSnapshot_Task(removeChildren=False, consolidate=True),
+            self.wait(obj.RemoveSnapshot_Task(removeChildren=False, consolidate=True),
                        "remove snapshot")
         try:
             self._call(f"remove snapshot {snap.name}", go)
@@ -324,25 +215,31 @@ class VSphere:
                 f"?dcPath={quote(self.vc.datacenter)}&dsName={quote(disk.datastore)}")
 
     def _cookies(self) -> dict[str, str]:
-        raw = self.si._stub.cookie  # 'vmware_soap_session="..."; Path=/; ...'
-        name, _, rest = raw.partition("=")
-        return {name.strip(): rest.split(";")[0].strip()} if rest else {}
+        return session_cookies(self.si)
 
     def _verify(self) -> str | bool:
         return str(self.vc.ca_file) if self.vc.ca_file else True
 
     def open_disk(self, disk: DiskInfo) -> DatastoreDisk:
         return DatastoreDisk(self._disk_url(disk), disk.capacity_bytes, self._cookies(),
-                             self._verify())
+                             self._verify(), renew=self.renew_cookies)
 
     def write_disk(self, disk: DiskInfo, blocks: Iterable[bytes]) -> None:
         url = self._disk_url(disk)
+        # a session that ended while idle is renewed here, before a body that cannot be
+        # sent twice starts to flow
+        self.check()
+        cookies = self._cookies()
         try:
-            r = requests.put(url, data=iter(blocks), cookies=self._cookies(),
+            r = requests.put(url, data=iter(blocks), cookies=cookies,
                              verify=self._verify(), timeout=(10, 300),
                              headers={"Content-Type": "application/octet-stream"})
         except (requests.RequestException, OSError) as exc:
             raise translate(exc, f"write disk {disk.file_name}") from exc
+        if r.status_code == 401:
+            self.renew_cookies(cookies)
+            raise TransientError(f"write disk {disk.file_name}: the vCenter session ended "
+                                 f"during the upload (HTTP 401); logged in again, write again")
         if r.status_code >= 500:
             raise TransientError(f"write disk {disk.file_name}: HTTP {r.status_code}")
         if r.status_code >= 300:
@@ -372,24 +269,24 @@ class VSphere:
             cfg = vim.vm.ConfigSpec(name=name, numCPUs=spec.num_cpu, memoryMB=spec.memory_mb,
                                     guestId=spec.guest_id, deviceChange=dev_changes,
                                     files=vim.vm.FileInfo(vmPathName=f"[{spec.datastore}]"))
-            vm = self._wait(dc.vmFolder.CreateVM_Task(config=cfg, pool=pool), "create VM")
+            vm = self.wait(dc.vmFolder.CreateVM_Task(config=cfg, pool=pool), "create VM")
             return self._vm_info(vm)
         return self._call(f"create VM {name}", go)
 
     def power_on(self, vm: VmInfo) -> None:
-        self._call(f"power on {vm.name}", lambda: self._wait(
+        self._call(f"power on {vm.name}", lambda: self.wait(
             self._vm_by_moref(vm.moref).PowerOnVM_Task(), "power on"))
 
     def power_off(self, vm: VmInfo) -> None:
-        self._call(f"power off {vm.name}", lambda: self._wait(
+        self._call(f"power off {vm.name}", lambda: self.wait(
             self._vm_by_moref(vm.moref).PowerOffVM_Task(), "power off"))
 
     def destroy_vm(self, vm: VmInfo) -> None:
         def go() -> None:
             obj = self._vm_by_moref(vm.moref)
             if obj.runtime.powerState == vim.VirtualMachinePowerState.poweredOn:
-                self._wait(obj.PowerOffVM_Task(), "power off")
-            self._wait(obj.Destroy_Task(), "destroy")
+                self.wait(obj.PowerOffVM_Task(), "power off")
+            self.wait(obj.Destroy_Task(), "destroy")
         self._call(f"destroy VM {vm.name}", go)
 
 
@@ -406,8 +303,10 @@ class DatastoreDisk:
 
     ATTEMPTS = 6
 
-    def __init__(self, url: str, size: int, cookies: dict[str, str], verify: str | bool) -> None:
+    def __init__(self, url: str, size: int, cookies: dict[str, str], verify: str | bool,
+                 renew: Callable[[dict[str, str]], dict[str, str]] | None = None) -> None:
         self.url, self.size, self._cookies, self._verify = url, size, cookies, verify
+        self._renew = renew  # cookies of a live session, given the refused ones (HTTP 401)
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -415,6 +314,7 @@ class DatastoreDisk:
         if s is None:
             s = self._local.session = requests.Session()
             s.trust_env = False  # no .netrc or proxy lookups per request; CA given below
+            self._local.cookies = self._cookies  # what this thread's requests carry
             s.cookies.update(self._cookies)
             s.verify = self._verify
         return s
@@ -440,6 +340,10 @@ class DatastoreDisk:
                 try:
                     if r.status_code == 404:
                         raise PermanentError(f"disk file not found: {self.url.split('?')[0]}")
+                    if r.status_code == 401 and self._renew is not None:
+                        self._cookies = self._renew(self._local.cookies)
+                        raise TransientError(f"session ended reading {start}-{end} (HTTP "
+                                             f"401); logged in again")
                     if r.status_code >= 500 or r.status_code == 429:
                         raise TransientError(f"HTTP {r.status_code} reading {start}-{end}")
                     if r.status_code != 206:

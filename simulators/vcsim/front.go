@@ -4,9 +4,12 @@ package main
 //   /_fault      GET (rules + hit counters), POST (add rule or list of rules), DELETE (all, or ?id=N)
 //   /_datastore  POST {"name","freeSpace"} overrides a datastore's free space, DELETE clears
 //   /_cbt        GET CBT settings, POST {"page_limit": N, "drop_area": N|null} (cbt.go)
-//   /sdk         SOAP: method rules (task|soap|http|drop|delay), empty-200 repair
+//   /_session    GET session counters, POST {"expire": "all"} (sessions.go)
+//   /sdk         SOAP: method rules (task|soap|http|drop|delay|expire|hold), expired sessions
+//                refused, empty-200 repair
 //   /guestFile   guest file transfers (guest.go), after path rules
-//   otherwise    path rules (http|drop|drop_after|delay), e.g. datastore /folder GETs
+//   otherwise    path rules (http|drop|drop_after|delay|expire), e.g. datastore /folder
+//                GETs; /folder with an expired session cookie gets 401
 
 import (
 	"bytes"
@@ -32,7 +35,7 @@ type Rule struct {
 	Method  string `json:"method,omitempty"`
 	Path    string `json:"path,omitempty"`
 	Verb    string `json:"verb,omitempty"` // optional HTTP method filter for path rules
-	Kind    string `json:"kind"`           // task|soap|http|drop|drop_after|delay
+	Kind    string `json:"kind"`           // task|soap|http|drop|drop_after|delay|expire|hold
 	Count   int    `json:"count"`          // first N matching calls; 0 = always
 	Fault   string `json:"fault,omitempty"`
 	Status  int    `json:"status,omitempty"`
@@ -42,7 +45,8 @@ type Rule struct {
 	Hits    int    `json:"hits"`
 	Active  bool   `json:"active"`
 
-	re *regexp.Regexp
+	re   *regexp.Regexp
+	seen int64 // expire rules with bytes: bytes sent since the last firing
 }
 
 type faultSet struct {
@@ -60,9 +64,9 @@ var faults = &faultSet{
 
 func (s *faultSet) add(r *Rule) error {
 	switch r.Kind {
-	case "task", "soap", "http", "drop", "drop_after", "delay":
+	case "task", "soap", "http", "drop", "drop_after", "delay", "expire", "hold":
 	default:
-		return fmt.Errorf("unknown kind %q (task|soap|http|drop|drop_after|delay)", r.Kind)
+		return fmt.Errorf("unknown kind %q (task|soap|http|drop|drop_after|delay|expire|hold)", r.Kind)
 	}
 	if (r.Method == "") == (r.Path == "") {
 		return fmt.Errorf("a rule needs exactly one of method or path")
@@ -73,9 +77,12 @@ func (s *faultSet) add(r *Rule) error {
 			return fmt.Errorf("path: %s", err)
 		}
 		r.re = re
-		if r.Kind == "task" || r.Kind == "soap" {
+		if r.Kind == "task" || r.Kind == "soap" || r.Kind == "hold" {
 			return fmt.Errorf("kind %s needs a SOAP method, not a path", r.Kind)
 		}
+	}
+	if r.Kind == "expire" && r.Path == "" && r.Bytes > 0 {
+		return fmt.Errorf("expire after bytes applies to datastore (path) requests")
 	}
 	if r.Kind == "drop_after" && r.Path == "" {
 		return fmt.Errorf("drop_after applies to datastore (path) requests")
@@ -110,6 +117,9 @@ func (s *faultSet) match(method, path, verb string) *Rule {
 	for _, r := range s.rules {
 		if r.Count > 0 && r.Hits >= r.Count {
 			continue
+		}
+		if r.Kind == "expire" && r.Bytes > 0 {
+			continue // fired by the bytes it counts (countBytes), not by a request
 		}
 		if method != "" {
 			if r.Method == "" || !strings.EqualFold(r.Method, method) {
@@ -182,6 +192,8 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.serveDatastore(w, r)
 	case r.URL.Path == "/_cbt":
 		serveCBT(w, r)
+	case r.URL.Path == "/_session":
+		serveSession(w, r)
 	case strings.HasPrefix(r.URL.Path, "/sdk"):
 		f.serveSOAP(w, r)
 	default:
@@ -401,7 +413,7 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 	}
 	method, this := soapMethod(body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	armed := false
+	armed, held := false, false
 	if rule := faults.match(method, "", r.Method); rule != nil {
 		switch rule.Kind {
 		case "delay":
@@ -421,7 +433,18 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 			fault, _ := faultByName(rule.Fault, rule.Message)
 			faults.arm(this, fault)
 			armed = true
+		case "expire":
+			sessions.expireAll()
+		case "hold":
+			armHold(this, rule.Ms)
+			held = true
 		}
+	}
+	if sessions.refused(r, true) {
+		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write(soapFaultXML("NotAuthenticated", "The session is not authenticated."))
+		return
 	}
 
 	if method == "QueryChangedDiskAreas" && this.Type == "VirtualMachine" && cbtRoute(this) {
@@ -437,6 +460,10 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 	if armed {
 		faults.disarm(this)
 	}
+	if held {
+		disarmHold(this)
+	}
+	sessions.noteLogin(w.Header())
 	applyFreeSpace()
 	if bw.status == 0 {
 		bw.status = 200
@@ -493,7 +520,16 @@ func (f *front) servePath(w http.ResponseWriter, r *http.Request) {
 		case "drop_after":
 			f.next.ServeHTTP(&cutWriter{ResponseWriter: w, limit: rule.Bytes}, r)
 			return
+		case "expire":
+			sessions.expireAll()
 		}
+	}
+	if strings.HasPrefix(r.URL.Path, "/folder") && sessions.refused(r, false) {
+		http.Error(w, "session expired: log in again", http.StatusUnauthorized)
+		return
+	}
+	if ids := faults.byteRules(r.URL.Path, r.Method); len(ids) > 0 {
+		w = &countingWriter{ResponseWriter: w, ids: ids}
 	}
 	if r.URL.Path == guestFilePath {
 		serveGuestFile(w, r)

@@ -143,6 +143,30 @@ def test_disk_read_faults_resume_and_version_is_exact(vcsim, dc_config, tmp_path
     assert disk_bytes(vcsim, f"{vm}-r", 0, len(data)) == data
 
 
+def test_session_ending_mid_copy_logs_in_again_and_version_is_exact(vcsim, dc_config,
+                                                                     tmp_path):
+    """vCenter ends the session after 8 MiB of disk reads (Bareos' 66-minute failure):
+    the copy logs in again, goes on, and the version restores bit for bit."""
+    from flows.vm_image import backup_vm_image, restore_vm_image
+
+    vm, contents = new_vm(vcsim, tmp_path, [24 * MiB, 8 * MiB])
+    hv = environment(dc_config).hypervisor()  # the driver the flow's tasks use
+    hv.check()
+    logins, before = hv.logins, vcsim.sessions()
+    rule = vcsim.set_fault(path=r"-flat\.vmdk$", kind="expire", bytes=8 * MiB, count=1)
+    r = backup_vm_image(str(dc_config), vm)
+    after = vcsim.sessions()
+    assert r.status == "completed" and r.snapshot_removed
+    assert [f["hits"] for f in vcsim.faults() if f["id"] == rule["id"]] == [1]  # it fired
+    assert after["refused_http"] > before["refused_http"]  # a read met the ended session
+    assert hv.logins == logins + 1  # one re-login, shared by the read streams
+    assert vcsim.snapshot_count(vm) == 0
+    vcsim.clear_faults()
+    restore_vm_image(str(dc_config), vm, r.version_id, as_name=f"{vm}-r")
+    for i, data in enumerate(contents):
+        assert disk_bytes(vcsim, f"{vm}-r", i, len(data)) == data
+
+
 def test_permanent_read_failure_leaves_nothing(vcsim, dc_config, tmp_path):
     from flows.vm_image import backup_vm_image
 
