@@ -77,6 +77,9 @@ class VCenter(Endpoint):
     task_timeout_s: float = Field(
         4 * 3600.0, gt=0,
         description="one vSphere task (snapshot, removal, VM creation) from start to end")
+    hunt_s: float = Field(
+        60.0, gt=0, description="how long to look on vCenter for the outcome of a call whose "
+        "answer was lost (client timeout, dropped connection) before calling again")
 
 
 class SnapshotPolicy(Strict):

@@ -39,6 +39,10 @@ class VCenterEndpoint(Protocol):
     def task_timeout_s(self) -> float:
         """One vSphere task, from its start to its end state."""
         ...
+    @property
+    def hunt_s(self) -> float:
+        """How long to look on vCenter for what a call whose answer was lost did."""
+        ...
 
 
 class ArrayEndpoint(Protocol):

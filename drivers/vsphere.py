@@ -1,34 +1,43 @@
 """The real vSphere adapter (pyVmomi): a vCenter or a standalone ESX host.
 
-The login, its renewal when vCenter ends the session, the three timeouts and the
-translation of errors live in drivers/vsphere_session.py. Snapshot disks are read over the
-datastore HTTP interface by ranges (the proxy's "vLUN mount"), with the session cookie
-(renewed after a 401) and TLS verification, resuming a cut transfer where it stopped.
+Around it: drivers/vsphere_session.py (the login, its renewal when vCenter ends the
+session, the three timeouts, the translation of errors), drivers/vsphere_hunt.py (what a
+call whose answer was lost did on vCenter), drivers/vsphere_datastore.py (disk bytes over
+the datastore HTTP interface, the proxy's "vLUN mount") and drivers/retry.py (retry and
+resume of those reads, as a wrapper).
 """
 
 from __future__ import annotations
 
-import http.client
-import threading
-import time
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
-import urllib3
 from pyVmomi import vim, vmodl
 
 from drivers.errors import NotFound, PermanentError, TransientError, UserError
-from drivers.protocols import CbtUnusable, DiskInfo, RawDisk, SnapshotRef, VmInfo
+from drivers.protocols import (
+    CbtUnusable,
+    DiskInfo,
+    RawDisk,
+    SnapshotRef,
+    TaskDeadlineExceeded,
+    VmInfo,
+)
+from drivers.retry import RetryingReader
+from drivers.vsphere_datastore import DatastoreDisk
+from drivers.vsphere_hunt import CREATE_VM_TASK, Hunter, answer_lost, snapshot_tree
 from drivers.vsphere_session import VcConnection, session_cookies, translate
 
 __all__ = ["DatastoreDisk", "VSphere", "translate"]
 
 T = TypeVar("T")
+log = logging.getLogger("dpflow.drivers.vsphere")
 
 
-class VSphere(VcConnection):
+class VSphere(Hunter, VcConnection):
     """The Hypervisor Protocol over one vCenter login (renewed when the session ends)."""
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -81,7 +90,8 @@ class VSphere(VcConnection):
         ds = disks[0].datastore if disks else vm.datastore[0].name
         return VmInfo(name=vm.name, moref=vm._moId, power_state=str(vm.runtime.powerState),
                       datastore=ds, num_cpu=cfg.hardware.numCPU, memory_mb=cfg.hardware.memoryMB,
-                      guest_id=cfg.guestId or "otherGuest", disks=disks)
+                      guest_id=cfg.guestId or "otherGuest", disks=disks,
+                      annotation=cfg.annotation or "")
 
     def find_vm(self, name: str) -> VmInfo:
         return self._call(f"find VM {name}", lambda: self._vm_info(self._vm_obj(name)))
@@ -167,26 +177,62 @@ class VSphere(VcConnection):
 
     # --- snapshots -------------------------------------------------------------
     def create_snapshot(self, vm: VmInfo, name: str, quiesce: bool) -> SnapshotRef:
+        """Idempotent by name: an earlier attempt's snapshot `name` is adopted, not doubled
+        (drivers/vsphere_hunt.py); a call whose answer was lost is hunted for first."""
+        found = self.adopt_snapshot(vm, name, quiesce)
+        if found is not None:
+            return found
+
         def go() -> SnapshotRef:
             obj = self._vm_by_moref(vm.moref)
             task = obj.CreateSnapshot_Task(name=name, description="dpflow backup",
                                            memory=False, quiesce=quiesce)
             snap = self.wait(task, "create snapshot")
             return SnapshotRef(moref=snap._moId, name=name, vm_moref=vm.moref, quiesced=quiesce)
-        return self._call(f"snapshot of VM {vm.name}", go)
+        try:
+            return self._call(f"snapshot of VM {vm.name}", go)
+        except TaskDeadlineExceeded:
+            raise  # the task is known: the next attempt waits for it (adopt_snapshot)
+        except TransientError as exc:
+            if not answer_lost(exc):
+                raise
+            found = self.hunt(lambda: self.adopt_snapshot(vm, name, quiesce),
+                              f"snapshot {name} of VM {vm.name}")
+            if found is None:
+                raise
+            return found
 
     def list_snapshots(self, vm: VmInfo) -> list[SnapshotRef]:
+        """Children before their parents (so they can be removed in that order)."""
+        return self._call(f"snapshots of VM {vm.name}", lambda: [
+            s for _, s in sorted(snapshot_tree(vm.moref, self._vm_by_moref(vm.moref).snapshot),
+                                 key=lambda p: -p[0])])
+
+    def snapshots_named(self, prefix: str) -> list[SnapshotRef]:
+        """Every snapshot of every VM whose name starts with `prefix` (one inventory read),
+        children before their parents (so they can be removed in that order)."""
         def go() -> list[SnapshotRef]:
-            out: list[SnapshotRef] = []
-            tree = self._vm_by_moref(vm.moref).snapshot
-            stack = list(tree.rootSnapshotList) if tree else []
-            while stack:
-                node = stack.pop()
-                out.append(SnapshotRef(moref=node.snapshot._moId, name=node.name,
-                                       vm_moref=vm.moref, quiesced=bool(node.quiesced)))
-                stack.extend(node.childSnapshotList or [])
-            return out
-        return self._call(f"snapshots of VM {vm.name}", go)
+            content = self.si.content
+            view = content.viewManager.CreateContainerView(content.rootFolder,
+                                                           [vim.VirtualMachine], True)
+            pc = vmodl.query.PropertyCollector
+            try:
+                spec = pc.FilterSpec(
+                    objectSet=[pc.ObjectSpec(obj=view, skip=True, selectSet=[pc.TraversalSpec(
+                        name="v", path="view", skip=False, type=vim.view.ContainerView)])],
+                    propSet=[pc.PropertySpec(type=vim.VirtualMachine,
+                                             pathSet=["name", "snapshot"])])
+                out = []
+                for oc in content.propertyCollector.RetrieveContents([spec]):
+                    props = {p.name: p.val for p in oc.propSet or []}
+                    tree = sorted(snapshot_tree(oc.obj._moId, props.get("snapshot")),
+                                  key=lambda p: -p[0])  # children before their parents
+                    out += [s.model_copy(update={"vm_name": props.get("name", "")})
+                            for _, s in tree if s.name.startswith(prefix)]
+                return out
+            finally:
+                view.Destroy()
+        return self._call(f"snapshots named {prefix}*", go)
 
     def remove_snapshot(self, snap: SnapshotRef) -> None:
         def go() -> None:
@@ -220,9 +266,10 @@ class VSphere(VcConnection):
     def _verify(self) -> str | bool:
         return str(self.vc.ca_file) if self.vc.ca_file else True
 
-    def open_disk(self, disk: DiskInfo) -> DatastoreDisk:
-        return DatastoreDisk(self._disk_url(disk), disk.capacity_bytes, self._cookies(),
-                             self._verify(), renew=self.renew_cookies)
+    def open_disk(self, disk: DiskInfo) -> RetryingReader:
+        return RetryingReader(DatastoreDisk(self._disk_url(disk), disk.capacity_bytes,
+                                            self._cookies(), self._verify(),
+                                            renew=self.renew_cookies))
 
     def write_disk(self, disk: DiskInfo, blocks: Iterable[bytes]) -> None:
         url = self._disk_url(disk)
@@ -247,7 +294,39 @@ class VSphere(VcConnection):
                 f"write disk {disk.file_name}: HTTP {r.status_code} {r.text[:200]}")
 
     # --- VMs -------------------------------------------------------------------
-    def create_vm(self, spec: VmInfo, name: str) -> VmInfo:
+    def _adopt_vm(self, name: str, marker: str) -> VmInfo | None:
+        """The VM `name` an earlier attempt with the same marker made, once its task ended."""
+        self._settle(self._call("VM folder", lambda: self._datacenter().vmFolder._moId),
+                     CREATE_VM_TASK, f"create VM {name}")
+        try:
+            vm = self.find_vm(name)
+        except NotFound:
+            return None
+        if vm.annotation != marker:
+            return None
+        log.warning("create VM %s: adopting %s, made by an earlier attempt", name, vm.moref)
+        return vm
+
+    def create_vm(self, spec: VmInfo, name: str, marker: str = "") -> VmInfo:
+        """With a marker, idempotent: a VM `name` carrying it (an earlier attempt's) is
+        returned instead of a second one, and a call whose answer was lost is hunted for."""
+        if marker:
+            found = self._adopt_vm(name, marker)
+            if found is not None:
+                return found
+        try:
+            return self._create_vm(spec, name, marker)
+        except TaskDeadlineExceeded:
+            raise
+        except TransientError as exc:
+            if not marker or not answer_lost(exc):
+                raise
+            adopted = self.hunt(lambda: self._adopt_vm(name, marker), f"create VM {name}")
+            if adopted is None:
+                raise
+            return adopted
+
+    def _create_vm(self, spec: VmInfo, name: str, marker: str) -> VmInfo:
         def go() -> VmInfo:
             dc = self._datacenter()
             pool = _first_resource_pool(dc)
@@ -268,18 +347,24 @@ class VSphere(VcConnection):
                     operation="add", fileOperation="create", device=disk))
             cfg = vim.vm.ConfigSpec(name=name, numCPUs=spec.num_cpu, memoryMB=spec.memory_mb,
                                     guestId=spec.guest_id, deviceChange=dev_changes,
+                                    annotation=marker or None,
                                     files=vim.vm.FileInfo(vmPathName=f"[{spec.datastore}]"))
             vm = self.wait(dc.vmFolder.CreateVM_Task(config=cfg, pool=pool), "create VM")
             return self._vm_info(vm)
         return self._call(f"create VM {name}", go)
 
+    def _power(self, vm: VmInfo, want: str, start: Callable[[Any], Any], what: str) -> None:
+        def go() -> None:
+            obj = self._vm_by_moref(vm.moref)
+            if str(obj.runtime.powerState) != want:
+                self.wait(start(obj), what)
+        self._call(f"{what} {vm.name}", go)
+
     def power_on(self, vm: VmInfo) -> None:
-        self._call(f"power on {vm.name}", lambda: self.wait(
-            self._vm_by_moref(vm.moref).PowerOnVM_Task(), "power on"))
+        self._power(vm, "poweredOn", lambda o: o.PowerOnVM_Task(), "power on")
 
     def power_off(self, vm: VmInfo) -> None:
-        self._call(f"power off {vm.name}", lambda: self.wait(
-            self._vm_by_moref(vm.moref).PowerOffVM_Task(), "power off"))
+        self._power(vm, "poweredOff", lambda o: o.PowerOffVM_Task(), "power off")
 
     def destroy_vm(self, vm: VmInfo) -> None:
         def go() -> None:
@@ -287,7 +372,12 @@ class VSphere(VcConnection):
             if obj.runtime.powerState == vim.VirtualMachinePowerState.poweredOn:
                 self.wait(obj.PowerOffVM_Task(), "power off")
             self.wait(obj.Destroy_Task(), "destroy")
-        self._call(f"destroy VM {vm.name}", go)
+        try:
+            self._call(f"destroy VM {vm.name}", go)
+        except PermanentError as exc:
+            if "ManagedObjectNotFound" in str(exc):
+                return  # already gone: destruction is idempotent
+            raise
 
 
 def _first_resource_pool(dc: Any) -> Any:
@@ -296,93 +386,3 @@ def _first_resource_pool(dc: Any) -> Any:
         if pool is not None:
             return pool
     raise PermanentError(f"datacenter {dc.name} has no compute resource to place a VM")
-
-
-class DatastoreDisk:
-    """A disk file on a datastore, read by HTTP ranges; one requests session per thread."""
-
-    ATTEMPTS = 6
-
-    def __init__(self, url: str, size: int, cookies: dict[str, str], verify: str | bool,
-                 renew: Callable[[dict[str, str]], dict[str, str]] | None = None) -> None:
-        self.url, self.size, self._cookies, self._verify = url, size, cookies, verify
-        self._renew = renew  # cookies of a live session, given the refused ones (HTTP 401)
-        self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = self._local.session = requests.Session()
-            s.trust_env = False  # no .netrc or proxy lookups per request; CA given below
-            self._local.cookies = self._cookies  # what this thread's requests carry
-            s.cookies.update(self._cookies)
-            s.verify = self._verify
-        return s
-
-    def read(self, offset: int, length: int) -> bytearray:
-        """Exactly `length` bytes; a cut or refused transfer resumes where it stopped.
-
-        The body is received straight into one buffer (no per-piece copies): at disk
-        sizes every copy of the data costs whole seconds of CPU on the proxy.
-        """
-        buf = bytearray(length)
-        view = memoryview(buf)
-        got = 0
-        failures = 0
-        while got < length:
-            start = offset + got
-            end = offset + length - 1
-            try:
-                # verify= per request: REQUESTS_CA_BUNDLE would override a session's own
-                r = self._session().get(self.url, headers={"Range": f"bytes={start}-{end}"},
-                                        stream=True, timeout=(10, 60), verify=self._verify)
-                done = False
-                try:
-                    if r.status_code == 404:
-                        raise PermanentError(f"disk file not found: {self.url.split('?')[0]}")
-                    if r.status_code == 401 and self._renew is not None:
-                        self._cookies = self._renew(self._local.cookies)
-                        raise TransientError(f"session ended reading {start}-{end} (HTTP "
-                                             f"401); logged in again")
-                    if r.status_code >= 500 or r.status_code == 429:
-                        raise TransientError(f"HTTP {r.status_code} reading {start}-{end}")
-                    if r.status_code != 206:
-                        raise PermanentError(f"HTTP {r.status_code} for a range read of the disk")
-                    sent = int(r.headers.get("Content-Length", end - start + 1))
-                    if sent != end - start + 1:
-                        raise PermanentError(f"server answers {sent} bytes for a "
-                                             f"{end - start + 1}-byte range")
-                    body = r.raw._fp  # http.client response: readinto lands in our buffer
-                    while got < length:
-                        n = body.readinto(view[got:])
-                        if not n:
-                            break
-                        got += n
-                        failures = 0
-                    if got < length:
-                        raise TransientError(f"transfer cut at byte {offset + got}")
-                    done = True
-                finally:
-                    # a fully read body leaves the connection clean: keep it alive (a new TLS
-                    # handshake per range costs more than the transfer); otherwise drop it
-                    if done:
-                        r.raw.release_conn()
-                    else:
-                        r.close()
-            except requests.exceptions.SSLError as exc:
-                raise UserError(f"TLS certificate of the datastore server not trusted: {exc}; "
-                                f"set ca_file to the CA that signed it") from exc
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError,
-                    http.client.HTTPException, TransientError) as exc:
-                failures += 1
-                self._local.session = None
-                if failures >= self.ATTEMPTS:
-                    raise TransientError(f"disk read at {start} failed {failures} times: "
-                                         f"{exc}") from exc
-                time.sleep(min(0.05 * 2 ** failures, 2.0))
-        return buf
-
-    def close(self) -> None:
-        s = getattr(self._local, "session", None)
-        if s is not None:
-            s.close()

@@ -149,7 +149,8 @@ def restore_vm_image(config: str, vm: str, version: str | None = None,
         created = False
         try:
             target_vm, created = prepare_target(config, vcenter, source, target,
-                                                in_place=as_name is None, force=force)
+                                                in_place=as_name is None, force=force,
+                                                session_id=session_id)
             if not created:
                 # overwriting an existing VM: prove every chunk readable first, so a damaged
                 # store fails here and never leaves a half-written disk behind

@@ -6,7 +6,7 @@ from prefect import get_run_logger
 from prefect.events import emit_event
 
 from dpflow.environment import environment
-from dpflow.errors import DpflowError, PermanentError, UserError
+from dpflow.errors import DpflowError, NotFound, PermanentError, UserError
 from drivers.protocols import DiskInfo, QuiesceFailed, SnapshotRef, VmInfo
 from tasks.common import step
 
@@ -43,17 +43,49 @@ def check_space(config: str, vcenter: str, vm: VmInfo, store: str | None) -> str
     return None
 
 
+def reap_orphan_snapshots(config: str, vcenter: str) -> list[str]:
+    """dpflow snapshots on any VM of the vCenter that no running session owns: removed,
+    and each one reported (log, event, and a catalog session of kind reap-snapshot).
+
+    A snapshot is named after its session; the session is looked up in the catalog, and
+    only one still `running` owns its snapshot. A name the catalog does not know counts as
+    unowned (a dpflow sharing this vCenter must share the catalog too)."""
+    env = environment(config)
+    hv = env.hypervisor(vcenter)
+    catalog = env.catalog()
+    log = get_run_logger()
+    reaped = []
+    for snap in hv.snapshots_named(SNAPSHOT_PREFIX):
+        owner = snap.name.removeprefix(SNAPSHOT_PREFIX)
+        try:
+            state = catalog.get_session(owner).status
+        except NotFound:
+            state = "unknown to the catalog"
+        if state == "running":
+            continue
+        hv.remove_snapshot(snap)
+        what = (f"removed orphan snapshot {snap.name} ({snap.moref}) of VM {snap.vm_name}: "
+                f"its session is {state}")
+        log.warning(what)
+        emit_event(event="dpflow.snapshot.reaped", resource={
+            "prefect.resource.id": f"dpflow.vm.{snap.vm_name}", "dpflow.snapshot": snap.name})
+        record = catalog.begin_session("reap-snapshot", "vm", snap.vm_name or snap.vm_moref)
+        catalog.end_session(record, "completed", what)
+        reaped.append(snap.name)
+    return reaped
+
+
 @step(name="remove leftover snapshots")
 def remove_leftover_snapshots(config: str, vcenter: str, vm: VmInfo) -> list[str]:
-    """Snapshots an earlier, killed dpflow session left behind (Bareos' orphan problem)."""
+    """First the reaper (orphans on any VM, see reap_orphan_snapshots), then any dpflow
+    snapshot left on this VM: the VM's sessions never overlap, so none is still in use."""
+    removed = reap_orphan_snapshots(config, vcenter)
     hv = environment(config).hypervisor(vcenter)
-    removed = []
     for snap in hv.list_snapshots(vm):
         if snap.name.startswith(SNAPSHOT_PREFIX):
             hv.remove_snapshot(snap)
             removed.append(snap.name)
-    if removed:
-        get_run_logger().warning("removed leftover snapshots of %s: %s", vm.name, removed)
+            get_run_logger().warning("removed leftover snapshot %s of %s", snap.name, vm.name)
     return removed
 
 
@@ -101,8 +133,16 @@ def snapshot_disks(config: str, vcenter: str, snap: SnapshotRef) -> list[DiskInf
 
 @step(name="remove snapshot", retries=4, delay=2.0)
 def remove_snapshot(config: str, vcenter: str, snap: SnapshotRef, vm: str) -> None:
-    """Compensation of create_snapshot: runs on every exit path of a backup."""
-    environment(config).hypervisor(vcenter).remove_snapshot(snap)
+    """Compensation of create_snapshot: runs on every exit path of a backup. Any other
+    snapshot of the same name (an attempt vCenter finished after it was given up) goes too."""
+    hv = environment(config).hypervisor(vcenter)
+    hv.remove_snapshot(snap)
+    for late in hv.list_snapshots(VmInfo(name=vm, moref=snap.vm_moref, power_state="",
+                                         datastore="")):
+        if late.name == snap.name:
+            get_run_logger().warning("removing snapshot %s (%s) of %s: a late twin of the "
+                                     "session's own", late.name, late.moref, vm)
+            hv.remove_snapshot(late)
 
 
 def report_orphan_snapshot(vm: str, snap: SnapshotRef, error: BaseException) -> None:
@@ -133,20 +173,27 @@ def release_snapshot(config: str, vcenter: str, snap: SnapshotRef, vm: str,
         return False
 
 
+def restore_marker(session_id: str) -> str:
+    """What a restore writes in the notes of a VM it creates (its retries find it by this)."""
+    return f"created by dpflow restore session {session_id}"
+
+
 @step(name="prepare restore target")
 def prepare_target(config: str, vcenter: str, source: VmInfo, target: str,
-                   in_place: bool, force: bool) -> tuple[VmInfo, bool]:
-    """The VM to write into and whether this restore created it (so a failure destroys it)."""
+                   in_place: bool, force: bool, session_id: str = "") -> tuple[VmInfo, bool]:
+    """The VM to write into and whether this restore created it (so a failure destroys it).
+    A VM this session's earlier attempt created (its marker) is taken as created now."""
     hv = environment(config).hypervisor(vcenter)
+    marker = restore_marker(session_id) if session_id else ""
     existing: VmInfo | None = None
     try:
         existing = hv.find_vm(target)
     except UserError:
         existing = None
-    if existing is None:
-        if in_place:
+    if existing is None or (marker and existing.annotation == marker):
+        if in_place and existing is None:
             raise UserError(f"VM '{target}' no longer exists: restore it with --as {target}")
-        return hv.create_vm(source, target), True
+        return hv.create_vm(source, target, marker), True
     if existing.power_state != "poweredOff":
         raise UserError(f"VM '{target}' is {existing.power_state}: power it off before an "
                         f"in-place restore (dpflow never overwrites a running VM)")
