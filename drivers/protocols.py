@@ -180,8 +180,9 @@ class Hypervisor(Protocol):
 
     def create_vm(self, spec: VmInfo, name: str, marker: str = "") -> VmInfo:
         """Register a new VM with the spec's hardware and empty disks of the spec's sizes,
-        `marker` in its notes (VmInfo.annotation). With a marker the call is idempotent: a VM
-        `name` carrying it, made by an earlier call, is waited for and returned."""
+        `marker` in its notes (VmInfo.annotation). A name in use is refused (PermanentError),
+        except that with a marker the call is idempotent: a VM `name` carrying it, made by
+        an earlier call, is waited for and returned."""
         ...
 
     def write_disk(self, disk: DiskInfo, blocks: Iterable[bytes]) -> None:

@@ -318,6 +318,14 @@ class VSphere(Hunter, VcConnection):
             return self._create_vm(spec, name, marker)
         except TaskDeadlineExceeded:
             raise
+        except PermanentError as exc:
+            # the name is taken: by an earlier attempt of ours that ended meanwhile?
+            adopted = (self._adopt_vm(name, marker)
+                       if marker and isinstance(exc.__cause__, vim.fault.DuplicateName)
+                       else None)
+            if adopted is None:
+                raise
+            return adopted
         except TransientError as exc:
             if not marker or not answer_lost(exc):
                 raise

@@ -154,7 +154,12 @@ class VcConnection:
         return session_cookies(self.si)
 
     def check(self) -> None:
-        self.call("check the login", lambda: self.si.content.about.apiVersion)
+        """Log in if needed and prove the session is alive (renewed if it ended)."""
+        def go() -> None:
+            # vCenter answers an unset currentSession for an ended session, not a fault
+            if self.si.content.sessionManager.currentSession is None:
+                raise vim.fault.NotAuthenticated()
+        self.call("check the login", go)
 
     def close(self) -> None:
         with self._lock:

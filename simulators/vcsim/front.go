@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"regexp"
@@ -326,6 +327,27 @@ func applyFreeSpace() {
 	}
 }
 
+var vmConfigName = regexp.MustCompile(`(?s)<config\b[^>]*>.*?<name>([^<]*)</name>`)
+
+// duplicateVM is the name of the VM a CreateVM_Task request would create when the folder
+// already holds a VM of that name: vCenter refuses it (DuplicateName), vcsim does not.
+func duplicateVM(this types.ManagedObjectReference, body []byte) string {
+	m := vmConfigName.FindSubmatch(body)
+	folder, ok := simulator.Map.Get(this).(*simulator.Folder)
+	if m == nil || !ok {
+		return ""
+	}
+	name := html.UnescapeString(string(m[1]))
+	var children []types.ManagedObjectReference
+	simulator.Map.WithLock(folder, func() {
+		children = append(children, folder.ChildEntity...)
+	})
+	if simulator.Map.FindByName(name, children) != nil {
+		return name
+	}
+	return ""
+}
+
 var thisType = regexp.MustCompile(`(<_this\b[^>]*\btype=")VirtualMachine(")`)
 
 // soapMethod finds the method name and _this of a SOAP request without decoding it all.
@@ -445,6 +467,14 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 		_, _ = w.Write(soapFaultXML("NotAuthenticated", "The session is not authenticated."))
 		return
+	}
+	if method == "CreateVM_Task" {
+		if name := duplicateVM(this, body); name != "" {
+			w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write(soapFaultXML("DuplicateName", "The name '"+name+"' already exists."))
+			return
+		}
 	}
 
 	if method == "QueryChangedDiskAreas" && this.Type == "VirtualMachine" && cbtRoute(this) {

@@ -337,3 +337,13 @@ def test_a_call_whose_answer_was_lost_is_found_not_repeated(rig: Rig, method: st
         assert hits[slow["id"]] == 1 and hits[later["id"]] == 0  # one call reached vCenter
     finally:
         hv.close()
+
+
+def test_a_vm_name_in_use_is_refused(rig: Rig) -> None:
+    name, _ = new_vm(rig.world, [MiB])
+    spec = rig.hv.find_vm(name)
+    with pytest.raises(PermanentError, match="DuplicateName"):
+        rig.hv.create_vm(spec, name)
+    with pytest.raises(PermanentError, match="DuplicateName"):  # another's marker: no adoption
+        rig.hv.create_vm(spec, name, marker="restore 43")
+    assert rig.hv.find_vm(name).moref == spec.moref

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from dpflow.catalog import ObjectRow, SessionRow
 from dpflow.environment import environment
+from dpflow.locks import exclusive
 from simulators.guest_disks import MiB, make_guest_disk
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -122,7 +123,8 @@ def test_reaper_removes_snapshots_no_running_session_owns_and_reports_each(
     vcsim.create_snapshot(owned_vm, "nightly by the admin")  # not dpflow's
 
     vm, _ = new_vm(vcsim, tmp_path)
-    r = backup_vm_image(str(dc_config), vm)
+    with exclusive("vm", owned_vm):  # the running session's owner is alive: it holds its lock
+        r = backup_vm_image(str(dc_config), vm)
     assert r.status == "completed"
     assert vcsim.snapshot_count(orphan_vm) == 0
     assert vcsim.snapshot_names(owned_vm) == sorted([f"dpflow-{running}",

@@ -135,3 +135,24 @@ def test_call_timeout_is_not_the_connect_timeout(vcsim):
         assert [r["hits"] for r in vcsim.faults() if r["id"] == rule["id"]] == [1]
     finally:
         hv.close()
+
+
+def test_upload_after_an_idle_expiry_logs_in_before_sending(vcsim):
+    """A write's body cannot be sent twice: a session that ended while idle is renewed
+    before the upload starts, so the PUT never meets a 401."""
+    name = new_vm(vcsim, [MiB])
+    hv = driver(vcsim)
+    try:
+        disk = hv.find_vm(name).disks[0]
+        vcsim.expire_sessions()
+        before = vcsim.sessions()
+        payload = bytes(range(256)) * (MiB // 256)
+        hv.write_disk(disk, [payload])
+        after = vcsim.sessions()
+        assert after["refused_http"] == before["refused_http"]
+        assert after["refused_soap"] > before["refused_soap"]  # the check met the end
+        assert hv.logins == 2
+        with open(vcsim.current_disk_path(name, 0), "rb") as f:
+            assert f.read(MiB) == payload
+    finally:
+        hv.close()

@@ -6,6 +6,7 @@ was taken; every failure path is checked for leftovers (snapshots, versions, VMs
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import uuid
@@ -233,8 +234,10 @@ def test_same_vm_sessions_never_overlap(vcsim, dc_config, tmp_path):
     vm, _ = new_vm(vcsim, tmp_path, [8 * MiB])
     vcsim.set_fault(path=r"-flat\.vmdk$", kind="delay", ms=40, count=0)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(
-        backup_vm_image(str(dc_config), vm))) for _ in range(2)]
+    # each thread runs in a copy of this context: it carries the test server's settings
+    # (a bare thread would start Prefect's own ephemeral server)
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(
+        lambda: results.append(backup_vm_image(str(dc_config), vm)),)) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:
