@@ -83,6 +83,7 @@ def test_find_vm_describes_its_disks(rig: Rig) -> None:
     assert vm.name == name and vm.moref
     assert [d.capacity_bytes for d in vm.disks] == [2 * MiB, MiB + 4096]
     assert all(d.datastore == vm.datastore for d in vm.disks)
+    assert rig.hv.raw_disks(vm) == []  # no raw device mapping on this VM
     assert rig.hv.vm_exists(name)
     with pytest.raises(NotFound):
         rig.hv.find_vm(f"{name}-missing")
