@@ -113,7 +113,11 @@ class Hunter:
         end = time.monotonic() + self.vc.hunt_s
         pause = 0.2
         while True:
-            found = find()
+            try:
+                found = find()
+            except TransientError as exc:  # vCenter not answering yet: keep looking
+                log.warning("%s: looking on vCenter: %s", what, exc)
+                found = None
             if found is not None or time.monotonic() >= end:
                 if found is None:
                     log.warning("%s: nothing found on vCenter after %g s; calling again",

@@ -517,7 +517,9 @@ class Vcsim:
         http | drop | drop_after | delay | expire), count (first N calls, 0 = always),
         fault (vim25 fault name), status, message, ms, bytes, verb (HTTP method filter).
         ``expire`` ends every session: before the method's call, or on a path once
-        ``bytes`` more bytes of matching responses were sent (count: how many times)."""
+        ``bytes`` more bytes of matching responses were sent (count: how many times).
+        ``restart`` does the same and then drops every client request for ``ms`` (a
+        vCenter service restart; the inventory stays, the process is not restarted)."""
         rules = self._control("POST", "/_fault", rule)["rules"]
         return rules[-1]
 
@@ -539,7 +541,7 @@ class Vcsim:
     def sessions(self) -> dict[str, int]:
         """Session counters: logins (sessions handed out), live, expired (sessions
         ended), expiries (times sessions were ended), refused_soap and refused_http
-        (requests refused for an ended session)."""
+        (requests refused for an ended session), restarts (service restarts)."""
         return self._control("GET", "/_session")
 
     def set_datastore_free(self, free: int | None, name: str = DEFAULT_DATASTORE) -> None:

@@ -5,10 +5,10 @@ package main
 //   /_datastore  POST {"name","freeSpace"} overrides a datastore's free space, DELETE clears
 //   /_cbt        GET CBT settings, POST {"page_limit": N, "drop_area": N|null} (cbt.go)
 //   /_session    GET session counters, POST {"expire": "all"} (sessions.go)
-//   /sdk         SOAP: method rules (task|soap|http|drop|delay|expire|hold), expired sessions
+//   /sdk         SOAP: method rules (task|soap|http|drop|delay|expire|hold|restart), ended sessions
 //                refused, empty-200 repair
 //   /guestFile   guest file transfers (guest.go), after path rules
-//   otherwise    path rules (http|drop|drop_after|delay|expire), e.g. datastore /folder
+//   otherwise    path rules (http|drop|drop_after|delay|expire|restart), e.g. datastore /folder
 //                GETs; /folder with an expired session cookie gets 401
 
 import (
@@ -36,7 +36,7 @@ type Rule struct {
 	Method  string `json:"method,omitempty"`
 	Path    string `json:"path,omitempty"`
 	Verb    string `json:"verb,omitempty"` // optional HTTP method filter for path rules
-	Kind    string `json:"kind"`           // task|soap|http|drop|drop_after|delay|expire|hold
+	Kind    string `json:"kind"`           // task|soap|http|drop|drop_after|delay|expire|hold|restart
 	Count   int    `json:"count"`          // first N matching calls; 0 = always
 	Fault   string `json:"fault,omitempty"`
 	Status  int    `json:"status,omitempty"`
@@ -65,9 +65,12 @@ var faults = &faultSet{
 
 func (s *faultSet) add(r *Rule) error {
 	switch r.Kind {
-	case "task", "soap", "http", "drop", "drop_after", "delay", "expire", "hold":
+	case "task", "soap", "http", "drop", "drop_after", "delay", "expire", "hold", "restart":
 	default:
-		return fmt.Errorf("unknown kind %q (task|soap|http|drop|drop_after|delay|expire|hold)", r.Kind)
+		return fmt.Errorf("unknown kind %q (task|soap|http|drop|drop_after|delay|expire|hold|restart)", r.Kind)
+	}
+	if r.Kind == "restart" && r.Ms <= 0 {
+		return fmt.Errorf("restart needs ms > 0 (how long the service is down)")
 	}
 	if (r.Method == "") == (r.Path == "") {
 		return fmt.Errorf("a rule needs exactly one of method or path")
@@ -82,7 +85,7 @@ func (s *faultSet) add(r *Rule) error {
 			return fmt.Errorf("kind %s needs a SOAP method, not a path", r.Kind)
 		}
 	}
-	if r.Kind == "expire" && r.Path == "" && r.Bytes > 0 {
+	if (r.Kind == "expire" || r.Kind == "restart") && r.Path == "" && r.Bytes > 0 {
 		return fmt.Errorf("expire after bytes applies to datastore (path) requests")
 	}
 	if r.Kind == "drop_after" && r.Path == "" {
@@ -119,7 +122,7 @@ func (s *faultSet) match(method, path, verb string) *Rule {
 		if r.Count > 0 && r.Hits >= r.Count {
 			continue
 		}
-		if r.Kind == "expire" && r.Bytes > 0 {
+		if (r.Kind == "expire" || r.Kind == "restart") && r.Bytes > 0 {
 			continue // fired by the bytes it counts (countBytes), not by a request
 		}
 		if method != "" {
@@ -186,6 +189,10 @@ func writeJSON(w http.ResponseWriter, status int, v interface{}) {
 }
 
 func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasPrefix(r.URL.Path, "/_") && serviceDown() {
+		drop(w) // the service restarts: clients find nobody (control endpoints still answer)
+		return
+	}
 	switch {
 	case r.URL.Path == "/_fault":
 		f.serveFault(w, r)
@@ -460,6 +467,10 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 		case "hold":
 			armHold(this, rule.Ms)
 			held = true
+		case "restart":
+			restartService(time.Duration(rule.Ms) * time.Millisecond)
+			drop(w)
+			return
 		}
 	}
 	if sessions.refused(r, true) {
@@ -552,6 +563,10 @@ func (f *front) servePath(w http.ResponseWriter, r *http.Request) {
 			return
 		case "expire":
 			sessions.expireAll()
+		case "restart":
+			restartService(time.Duration(rule.Ms) * time.Millisecond)
+			drop(w)
+			return
 		}
 	}
 	if strings.HasPrefix(r.URL.Path, "/folder") && sessions.refused(r, false) {

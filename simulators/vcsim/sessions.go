@@ -10,6 +10,11 @@ package main
 // A request without any session cookie is not refused on /folder (vcsim checks no
 // authentication there), so clients that never logged in keep working.
 //
+// A service restart (fault kind "restart", "ms": downtime) ends every session and drops
+// every client request for ms, as vCenter's service does while it restarts; the process,
+// its inventory and the datastore files stay (a restart of the simulator process itself
+// would lose the inventory: vcsim keeps it in memory only).
+//
 // Triggers: POST /_session {"expire": "all"} now; a fault rule of kind "expire" on a
 // SOAP method (the call meets an expired session); a rule of kind "expire" on a path
 // with "bytes": N, which expires every session once N more bytes of matching responses
@@ -21,9 +26,33 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/vmware/govmomi/vim25/soap"
 )
+
+var outage = struct {
+	sync.Mutex
+	until    time.Time
+	restarts int
+}{}
+
+// restartService ends every session and refuses clients for d.
+func restartService(d time.Duration) {
+	sessions.expireAll()
+	outage.Lock()
+	outage.until = time.Now().Add(d)
+	outage.restarts++
+	outage.Unlock()
+	logf("service restart: down for %s", d)
+}
+
+// serviceDown says whether clients are refused now (a restart is under way).
+func serviceDown() bool {
+	outage.Lock()
+	defer outage.Unlock()
+	return time.Now().Before(outage.until)
+}
 
 type sessionTracker struct {
 	mu           sync.Mutex
@@ -90,9 +119,13 @@ func (t *sessionTracker) refused(r *http.Request, soapCall bool) bool {
 func (t *sessionTracker) state() map[string]int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	outage.Lock()
+	restarts := outage.restarts
+	outage.Unlock()
 	return map[string]int{
 		"logins": t.logins, "live": len(t.live), "expired": t.expiredTotal,
 		"expiries": t.expiries, "refused_soap": t.refusedSOAP, "refused_http": t.refusedHTTP,
+		"restarts": restarts,
 	}
 }
 
@@ -121,7 +154,7 @@ func (s *faultSet) byteRules(path, verb string) []int {
 	defer s.mu.Unlock()
 	var ids []int
 	for _, r := range s.rules {
-		if r.Kind != "expire" || r.re == nil || r.Bytes <= 0 || (r.Count > 0 && r.Hits >= r.Count) {
+		if (r.Kind != "expire" && r.Kind != "restart") || r.re == nil || r.Bytes <= 0 || (r.Count > 0 && r.Hits >= r.Count) {
 			continue
 		}
 		if r.re.MatchString(path) && (r.Verb == "" || strings.EqualFold(r.Verb, verb)) {
@@ -134,7 +167,7 @@ func (s *faultSet) byteRules(path, verb string) []int {
 // countBytes adds n sent bytes to the rules ids; every rule whose budget is spent
 // fires (a hit) and all sessions expire.
 func (s *faultSet) countBytes(ids []int, n int64) {
-	fire := false
+	expire, restart := false, time.Duration(0)
 	s.mu.Lock()
 	for _, r := range s.rules {
 		for _, id := range ids {
@@ -145,12 +178,18 @@ func (s *faultSet) countBytes(ids []int, n int64) {
 			if r.seen >= r.Bytes {
 				r.seen = 0
 				r.Hits++
-				fire = true
+				if r.Kind == "restart" {
+					restart = time.Duration(r.Ms) * time.Millisecond
+				} else {
+					expire = true
+				}
 			}
 		}
 	}
 	s.mu.Unlock()
-	if fire {
+	if restart > 0 {
+		restartService(restart)
+	} else if expire {
 		sessions.expireAll()
 	}
 }
@@ -162,6 +201,9 @@ type countingWriter struct {
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	if serviceDown() {
+		panic(http.ErrAbortHandler) // a restart cuts the transfers in flight
+	}
 	n, err := c.ResponseWriter.Write(p)
 	if n > 0 {
 		faults.countBytes(c.ids, int64(n))

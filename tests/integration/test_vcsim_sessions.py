@@ -156,3 +156,26 @@ def test_upload_after_an_idle_expiry_logs_in_before_sending(vcsim):
             assert f.read(MiB) == payload
     finally:
         hv.close()
+
+
+def test_reads_and_calls_outlast_a_service_restart(vcsim):
+    """The service restarts after 1 MiB of reads: connections dropped for 1 s, every
+    session gone. The reader retries through the outage and renews its cookie."""
+    name = new_vm(vcsim, [4 * MiB])
+    data = bytes(range(256)) * (4 * MiB // 256)
+    vcsim.seed_disk(name, 0, data)
+    hv = driver(vcsim)
+    try:
+        reader = hv.open_disk(hv.find_vm(name).disks[0])
+        before = vcsim.sessions()
+        rule = vcsim.set_fault(path=r"-flat\.vmdk$", kind="restart", bytes=MiB, ms=1000,
+                               count=1)
+        got = b"".join(bytes(reader.read(off, MiB)) for off in range(0, 4 * MiB, MiB))
+        reader.close()
+        assert got == data
+        assert [r["hits"] for r in vcsim.faults() if r["id"] == rule["id"]] == [1]
+        assert vcsim.sessions()["restarts"] == before["restarts"] + 1
+        assert reader.failures >= 1  # the outage was met, and outlasted
+        assert hv.find_vm(name).name == name and hv.logins == 2
+    finally:
+        hv.close()

@@ -168,6 +168,29 @@ def test_session_ending_mid_copy_logs_in_again_and_version_is_exact(vcsim, dc_co
         assert disk_bytes(vcsim, f"{vm}-r", i, len(data)) == data
 
 
+def test_vcenter_service_restart_mid_copy_and_version_is_exact(vcsim, dc_config, tmp_path):
+    """vCenter's service restarts after 8 MiB of disk reads: 1 s without answers, every
+    session gone. The copy waits it out, logs in again and the version restores exactly."""
+    from flows.vm_image import backup_vm_image, restore_vm_image
+
+    vm, contents = new_vm(vcsim, tmp_path, [24 * MiB])
+    hv = environment(dc_config).hypervisor()
+    hv.check()
+    logins, before = hv.logins, vcsim.sessions()
+    rule = vcsim.set_fault(path=r"-flat\.vmdk$", kind="restart", bytes=8 * MiB, ms=1000,
+                           count=1)
+    r = backup_vm_image(str(dc_config), vm)
+    after = vcsim.sessions()
+    assert r.status == "completed" and r.snapshot_removed
+    assert [f["hits"] for f in vcsim.faults() if f["id"] == rule["id"]] == [1]
+    assert after["restarts"] == before["restarts"] + 1
+    assert hv.logins == logins + 1
+    assert vcsim.snapshot_count(vm) == 0
+    vcsim.clear_faults()
+    restore_vm_image(str(dc_config), vm, r.version_id, as_name=f"{vm}-r")
+    assert disk_bytes(vcsim, f"{vm}-r", 0, len(contents[0])) == contents[0]
+
+
 def test_permanent_read_failure_leaves_nothing(vcsim, dc_config, tmp_path):
     from flows.vm_image import backup_vm_image
 
