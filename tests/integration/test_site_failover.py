@@ -185,3 +185,22 @@ def test_remote_zdb_replica_at_site_b_is_catalogued(
     assert s.host("B").read(lun, 0, 15) == b"replicated to B"
     b.unpresent(target, "esx-b")
     assert s.dr_info("B", "rz")["role"] == "destination"
+
+
+def test_site_b_array_failing_mid_failover_then_rerun_continues(
+        sites_ok: TwoSites, tmp_path: Path, prefect_server: None) -> None:
+    s = sites_ok
+    cfg, (l1, _) = setup_group(s, tmp_path, "crash")
+    s.host("A").write(l1, 0, b"kept")
+    s.b.faults.fail_method("ModifyReplicaSynchronization", rc=4,
+                           description="controller B restarting", count=1)
+    first = sf.failover_site(cfg, "B", planned=True)
+    g = first.groups[0]
+    assert g.status == "failed" and "controller B restarting" in g.message
+    # the state it stopped in: A fenced (no LUNs at esx-a), B still the destination
+    assert s.dr_info("B", "crash")["role"] == "destination"
+    with pytest.raises(OSError, match="no LUN"):
+        s.host("A").read(l1, 0, 4)
+    again = sf.failover_site(cfg, "B", planned=True)
+    assert again.ok and again.groups[0].status == "done", again.groups[0].message
+    assert s.host("B").read(lun_at(s, "B", "crash-v1"), 0, 4) == b"kept"
