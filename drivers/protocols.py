@@ -154,6 +154,11 @@ class Hypervisor(Protocol):
         """Every snapshot of every VM whose name starts with `prefix`, with its VM's name."""
         ...
 
+    def vms_marked(self, prefix: str) -> list[VmInfo]:
+        """Every VM whose notes (create_vm's marker) start with `prefix`; name, moref,
+        power state and annotation filled in."""
+        ...
+
     def snapshot_disks(self, snap: SnapshotRef) -> list[DiskInfo]:
         """The disks as frozen in the snapshot (their backing no longer changes)."""
         ...

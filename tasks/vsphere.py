@@ -173,9 +173,40 @@ def release_snapshot(config: str, vcenter: str, snap: SnapshotRef, vm: str,
         return False
 
 
+RESTORE_MARKER = "created by dpflow restore session "
+
+
 def restore_marker(session_id: str) -> str:
     """What a restore writes in the notes of a VM it creates (its retries find it by this)."""
-    return f"created by dpflow restore session {session_id}"
+    return f"{RESTORE_MARKER}{session_id}"
+
+
+def reap_orphan_vms(config: str, vcenter: str) -> list[str]:
+    """VMs a restore created whose session failed or was aborted (one that arrived after
+    the restore gave up, or whose removal failed): destroyed, and each one reported (log,
+    event, a catalog session of kind reap-vm). A completed restore's VM is the user's."""
+    env = environment(config)
+    hv = env.hypervisor(vcenter)
+    catalog = env.catalog()
+    reaped = []
+    for vm in hv.vms_marked(RESTORE_MARKER):
+        owner = vm.annotation.removeprefix(RESTORE_MARKER).strip()
+        try:
+            state = catalog.get_session(owner).status
+        except NotFound:
+            continue  # not this catalog's: another dpflow's restore, left alone
+        if state in ("running", "completed"):
+            continue
+        hv.destroy_vm(vm)
+        what = f"destroyed VM {vm.name} ({vm.moref}) half-created by restore session " \
+               f"{owner}, which is {state}"
+        get_run_logger().warning(what)
+        emit_event(event="dpflow.vm.reaped", resource={
+            "prefect.resource.id": f"dpflow.vm.{vm.name}", "dpflow.session": owner})
+        record = catalog.begin_session("reap-vm", "vm", vm.name)
+        catalog.end_session(record, "completed", what)
+        reaped.append(vm.name)
+    return reaped
 
 
 @step(name="prepare restore target")
@@ -183,6 +214,7 @@ def prepare_target(config: str, vcenter: str, source: VmInfo, target: str,
                    in_place: bool, force: bool, session_id: str = "") -> tuple[VmInfo, bool]:
     """The VM to write into and whether this restore created it (so a failure destroys it).
     A VM this session's earlier attempt created (its marker) is taken as created now."""
+    reap_orphan_vms(config, vcenter)
     hv = environment(config).hypervisor(vcenter)
     marker = restore_marker(session_id) if session_id else ""
     existing: VmInfo | None = None

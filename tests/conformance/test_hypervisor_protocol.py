@@ -313,7 +313,10 @@ def test_create_vm_with_a_marker_is_idempotent(rig: Rig) -> None:
     made = rig.hv.create_vm(spec, f"{name}-m", marker="restore 42")
     again = rig.hv.create_vm(spec, f"{name}-m", marker="restore 42")
     assert again.moref == made.moref and again.annotation == "restore 42"
+    assert [(v.name, v.moref) for v in rig.hv.vms_marked("restore 4")] == [
+        (f"{name}-m", made.moref)]
     rig.hv.destroy_vm(made)
+    assert rig.hv.vms_marked("restore 4") == []
 
 
 @pytest.mark.parametrize("method", ["CreateSnapshot_Task", "CreateVM_Task"])

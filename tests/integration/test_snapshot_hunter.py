@@ -138,3 +138,30 @@ def test_reaper_removes_snapshots_no_running_session_owns_and_reports_each(
     catalog.end_session(running, "completed")
     vcsim.remove_snapshot(owned_vm, "nightly by the admin")  # the child first
     vcsim.remove_snapshot(owned_vm, f"dpflow-{running}")
+
+
+def test_reaper_destroys_vms_of_restores_that_failed_and_reports_each(vcsim, dc_config,
+                                                                      tmp_path):
+    from flows.vm_image import backup_vm_image, restore_vm_image
+    from tasks.vsphere import restore_marker
+
+    catalog = environment(dc_config).catalog()
+    hv = environment(dc_config).hypervisor()
+    vm, data = new_vm(vcsim, tmp_path, MiB)
+    spec = hv.find_vm(vm)
+    sessions = {}
+    for state in ("failed", "completed"):
+        sessions[state] = catalog.begin_session("restore-image", "vm", f"{vm}-{state}")
+        catalog.end_session(sessions[state], state)
+        hv.create_vm(spec, f"{vm}-{state}", marker=restore_marker(sessions[state]))
+    r = backup_vm_image(str(dc_config), vm)
+    rr = restore_vm_image(str(dc_config), vm, r.version_id, as_name=f"{vm}-r")
+    assert rr.verified
+    assert vms_named(vcsim, f"{vm}-failed") == 0  # a failed restore's VM: destroyed
+    assert vms_named(vcsim, f"{vm}-completed") == 1  # a restored VM is the user's
+    with catalog.session() as db:
+        reports = [(row.status, row.message.split()[2]) for row in db.scalars(
+            select(SessionRow).join(ObjectRow).where(SessionRow.kind == "reap-vm",
+                                                     ObjectRow.name == f"{vm}-failed"))]
+    assert reports == [("completed", f"{vm}-failed")]
+    hv.destroy_vm(hv.find_vm(f"{vm}-completed"))
