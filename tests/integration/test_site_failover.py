@@ -157,6 +157,14 @@ def test_failover_refused_while_suspended_and_test_failover_leaves_production(
     status = dr_status(cfg)
     assert [st.site for st in status] == ["A", "B"] and all(st.reachable for st in status)
     assert {g.name for g in status[0].groups} >= {"tst"}
+    from typer.testing import CliRunner
+
+    from dpflow_cli.main import app
+
+    r = CliRunner().invoke(app, ["dr", "status", "-c", cfg], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    rows = [ln for ln in r.output.splitlines() if " tst " in ln]
+    assert len(rows) == 2 and "source" in rows[0] and "destination" in rows[1]
 
 
 def test_remote_zdb_replica_at_site_b_is_catalogued(
