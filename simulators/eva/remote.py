@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from simulators.eva.drgroup import MODES, DrGroup, LogEntry
+from simulators.eva.drgroup import MODES, DrGroup, LogEntry, append_journal
 from simulators.eva.link import Link, LinkDown
 from simulators.eva.objects import FAILED, INVALID, UNREACHABLE, Missing, Refusal
 
@@ -187,7 +187,10 @@ class ContinuousAccess:
                     raise Refusal(FAILED, f"DR group '{g.name}' is failsafe-locked: the "
                                           "destination is unreachable, host I/O is stopped"
                                   ) from None
-        g.log.append(LogEntry(g.seq, m, b, piece, self.clock.now(), offset))
+        entry = LogEntry(g.seq, m, b, piece, self.clock.now(), offset)
+        g.log.append(entry)
+        if g.mode == "enhanced":
+            append_journal(self.root, g.name, entry)
         if g.log_bytes() > g.log_capacity:
             self._overflow(g)
 
@@ -241,6 +244,8 @@ class ContinuousAccess:
                 return 0
             self._add_dirty(g, ans.get("blocks", []))
             g.link_up, g.failsafe_locked = True, False
+            while g.log and g.log[0].seq <= int(ans.get("seq", -1)):
+                g.log.pop(0)  # applied already (a journal replayed after a crash)
         sent = 0
         while True:
             with self.lock:

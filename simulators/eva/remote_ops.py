@@ -90,6 +90,7 @@ class DrOperations:
         dirty = {(e.member, e.block) for e in g.log} | g.pending
         g.role, g.generation, g.failover_at = "destination", generation, at
         g.log, g.pending = [], set()
+        g.seq = -1  # the new source numbers writes its own way: unknown until it sends
         g.consistent = not dirty
         g.suspended = g.failsafe_locked = g.merging = False
         return dirty
@@ -217,7 +218,7 @@ class DrOperations:
         g.generation = max(g.generation, gen)
         g.link_up = True
         blocks, g.pending = sorted(g.pending), set()  # what a demoted source must get back
-        return {"role": g.role, "blocks": blocks}
+        return {"role": g.role, "blocks": blocks, "seq": g.seq}
 
     def _rx_dirty(self: EvaArray, msg: dict[str, Any], _: bytes) -> None:
         self._add_dirty(self._rx_group(msg), msg["blocks"])
