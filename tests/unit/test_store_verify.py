@@ -86,7 +86,7 @@ def test_prune_keeps_and_verify_checks_the_chunks_of_an_oracle_backup(store, tmp
     from dpflow.catalog_oracle import commit_oracle_backup
     from dpflow.store.maintenance import prune
     from dpflow.store.pipeline import StreamWriter
-    from tasks.maintenance import catalog_refs, catalogued_in_store
+    from dpflow.catalog_refs import catalog_refs, catalogued_in_store
 
     w = StreamWriter(store, CS, workers=2)
     log, cf = os.urandom(3 * CS), os.urandom(CS)
