@@ -5,6 +5,7 @@ its own. Prints one JSON object on stdout.
     python bench/_dpflow_side.py restore-vm   CONFIG VM VERSION AS_NAME
     python bench/_dpflow_side.py restore-file CONFIG VERSION OUT [--workers 2] [--sparse]
     python bench/_dpflow_side.py stats        CONFIG
+    python bench/_dpflow_side.py last         CONFIG VM
 
 The parent (bench_image.py) has started the Prefect server and vcsim and exported
 PREFECT_API_URL, DPFLOW_HOME and the config's secrets. `seconds` is the operation as
@@ -77,6 +78,15 @@ def restore_file(config: str, version: str, out: str, workers: int, sparse: bool
             "capacity_bytes": disk.capacity_bytes}
 
 
+def last(config: str, vm: str) -> dict:
+    """The latest version of `vm`: what the backup read and added, and its note."""
+    from dpflow.environment import environment
+
+    v = environment(config).catalog().versions(vm)[-1]
+    return {"version_id": v.id, "bytes_read": v.bytes_read, "bytes_added": v.bytes_added,
+            "note": v.note}
+
+
 def stats(config: str) -> dict:
     from dpflow.environment import environment
 
@@ -88,7 +98,7 @@ def stats(config: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("op", choices=["backup", "restore-vm", "restore-file", "stats"])
+    ap.add_argument("op", choices=["backup", "restore-vm", "restore-file", "stats", "last"])
     ap.add_argument("args", nargs="+")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--sparse", action="store_true")
@@ -101,6 +111,7 @@ def main() -> None:
         "restore-vm": lambda: restore_vm(*a.args),
         "restore-file": lambda: restore_file(*a.args, a.workers, a.sparse),
         "stats": lambda: stats(*a.args),
+        "last": lambda: last(*a.args),
     }[a.op]
     import dpflow.store.pipeline  # noqa: F401 - so rss_kib_after_imports counts the code
     import flows.vm_image  # noqa: F401

@@ -74,7 +74,14 @@ class VCenter(Endpoint):
 
     port: int = 443
     datacenter: str = "DC0"
-    connect_timeout_s: float = 20.0
+    connect_timeout_s: float = Field(20.0, gt=0, description="TCP, TLS and login")
+    call_timeout_s: float = Field(120.0, gt=0, description="one SOAP exchange, once connected")
+    task_timeout_s: float = Field(
+        4 * 3600.0, gt=0,
+        description="one vSphere task (snapshot, removal, VM creation) from start to end")
+    hunt_s: float = Field(
+        60.0, gt=0, description="how long to look on vCenter for the outcome of a call whose "
+        "answer was lost (client timeout, dropped connection) before calling again")
 
 
 class SnapshotPolicy(Strict):

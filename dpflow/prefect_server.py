@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from dpflow.errors import UserError
@@ -26,6 +25,8 @@ def home() -> Path:
 
 
 def _healthy(url: str) -> bool:
+    import urllib.request  # here: `dpflow --help` need not load http.client
+
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as r:  # noqa: S310 - local
             return bool(r.status == 200)

@@ -13,7 +13,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from dpflow.errors import DpflowError, UserError
 from dpflow.prefect_server import quiet_console, quiet_defaults
@@ -87,6 +86,8 @@ class RichProgress:
     """dpflow.progress listener drawing one bar per disk copy."""
 
     def __init__(self) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
         self.progress = Progress("[progress.description]{task.description}", BarColumn(),
                                  DownloadColumn(), TransferSpeedColumn(), console=err,
                                  transient=True)

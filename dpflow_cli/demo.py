@@ -182,6 +182,11 @@ def run_demo(workdir: Path, disk_mib: int, console: Console) -> None:
 
     rows += run_oracle_demo(workdir / "oracle", console)
 
+    console.rule("disaster tolerance: site A lost mid-workload, its LUNs up at site B (CA)")
+    from dpflow_cli.demo_dr import run_dr_demo
+
+    rows += run_dr_demo(workdir / "dr", console)
+
     ok = all(not any(bad in r[1] for bad in ("FAILED", "NO", "NOT", "DAMAGED", "failed"))
              for r in rows)
     rows.append(("demo", "passed" if ok else "FAILED",

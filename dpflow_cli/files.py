@@ -168,7 +168,8 @@ def restore_files(
     console.print(f"[green]restored[/] {r.restored} object(s) of {vm} version {r.version_id} "
                   f"to {r.target}: {mb(r.bytes_written)} in {r.seconds:.1f}s{src}")
     for what, items in (("skipped (exists)", r.skipped), ("renamed", r.renamed),
-                        ("refused", r.refused), ("failed", r.failed)):
+                        ("refused", r.refused), ("failed", r.failed),
+                        ("removed leftover", r.leftovers)):
         for i in items[:SHOWN]:
             console.print(f"[yellow]{what}:[/] {i}", highlight=False)
         if len(items) > SHOWN:

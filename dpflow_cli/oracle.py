@@ -89,13 +89,16 @@ def recover_oracle(db: Annotated[str, typer.Argument(help="database name")],
     if list_:
         rows = guard(lambda: (environment(config).dc.database(db),
                               oracle_backups(environment(config).catalog(), db))[1])
-        t = Table("replica", "kind", "on array", "on media", "taken (UTC)", "backup mode SCNs",
-                  "recoverable to")
+        t = Table()
+        t.add_column("replica", no_wrap=True)
+        for col in ("kind", "held on", "taken (UTC)", "backup mode SCNs", "recover to"):
+            t.add_column(col)
         for ob, rs in rows:
-            t.add_row(rs.name, rs.kind, "yes" if rs.status == "available" else "rotated",
-                      "yes" if ob.media_version_id else "no",
+            held = [w for w, ok in (("array", rs.status == "available"),
+                                    ("media", bool(ob.media_version_id))) if ok]
+            t.add_row(rs.name, rs.kind, ", ".join(held) or "-",
                       f"{ob.version.created:%Y-%m-%d %H:%M:%S}", f"{ob.begin_scn}-{ob.end_scn}",
-                      f"any SCN >= {ob.end_scn}, or complete")
+                      f"now, or SCN >= {ob.end_scn}")
         console.print(t)
         return
     scn, when = guard(lambda: parse_until(until))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -31,13 +32,15 @@ def backup_vm(names: Annotated[list[str], typer.Argument(help="VM names")],
 
     def go() -> Any:
         from dpflow.environment import environment
-        from flows.vm_image import backup_vms
+        from flows.vm_image import backup_one, backup_vms
 
         env = environment(cfg)
         # unknown store, wrong or missing key: one line, nothing touched
         env.store(store, create=True)
         for n in names:
             env.locate_vm(n)  # unknown VM: one line before any snapshot is taken
+        if len(names) == 1:  # no parent flow run around a single VM's
+            return with_progress(lambda: [backup_one(cfg, names[0], store)])
         return with_progress(lambda: backup_vms(cfg, names, store))
     results = guard(go)
     table = Table("VM", "status", "version", "quiesced", "read", "added", "time", "note")
@@ -64,8 +67,15 @@ def restore_vm(name: Annotated[str, typer.Argument(help="VM whose version to res
                                 ] = False,
                power_on: Annotated[bool, typer.Option(help="power the VM on afterwards")
                                    ] = False,
+               to_dir: Annotated[Path | None, typer.Option(
+                   help="restore the disks as sparse image files <vm>-disk<N>.img into this "
+                        "directory instead (no VM, no vCenter)")] = None,
                config: ConfigOpt = DEFAULT_CONFIG) -> None:
-    """Full VM restore: a version as a new VM, or in place over a powered-off VM."""
+    """Full VM restore: a version as a new VM, or in place over a powered-off VM; or its
+    disks as image files (--to-dir)."""
+    if to_dir is not None:
+        restore_to_dir(name, version, to_dir, force, config)
+        return
     cfg = prepare(config)
 
     def go() -> Any:
@@ -80,6 +90,43 @@ def restore_vm(name: Annotated[str, typer.Argument(help="VM whose version to res
                   f"({'new VM' if r.created else 'in place'}): {mb(r.bytes_written)} written "
                   f"and verified bit for bit in {r.seconds:.1f}s"
                   + (", powered on" if r.powered_on else ""))
+
+
+def restore_to_dir(name: str, version: str | None, to_dir: Path, force: bool,
+                   config: Path) -> None:
+    """A store operation: no Prefect server, no vCenter (like `restic restore`)."""
+    import time
+
+    def go() -> tuple[Any, int, float]:
+        from dpflow.environment import environment
+        from dpflow.errors import UserError
+        from dpflow.image_file import check_target_dir, image_name, restore_disk_file
+        from dpflow.progress import meter
+        from dpflow.store.manifest import read_manifest
+
+        t0 = time.perf_counter()
+        env = environment(config)
+        cat = env.catalog()
+        row = cat.version(version) if version else cat.latest_version(name)
+        if row.object.name != name:
+            raise UserError(f"version {row.id} belongs to VM {row.object.name}, not {name}")
+        store = env.store(row.store)
+        manifest = read_manifest(store, row.id)
+        names = [image_name(name, i) for i in range(len(manifest.disks))]
+        check_target_dir(to_dir, names, force)
+        written = 0
+        for disk, file in zip(manifest.disks, names, strict=True):
+            m = meter(f"restore:{file}", f"restore {file}", disk.capacity_bytes)
+            try:
+                written += restore_disk_file(store, disk, to_dir / file,
+                                             workers=env.dc.proxies[0].workers, progress=m)
+            finally:
+                m.close()
+        return row, written, time.perf_counter() - t0
+    row, written, seconds = guard(lambda: with_progress(go))
+    console.print(f"[green]restored[/] {name} version {row.id} to {to_dir}: "
+                  f"{mb(written)} of data written (zeros left as holes), every chunk "
+                  f"verified, in {seconds:.1f}s")
 
 
 @app.command()

@@ -28,7 +28,21 @@ class VCenterEndpoint(Protocol):
     @property
     def datacenter(self) -> str: ...
     @property
-    def connect_timeout_s(self) -> float: ...
+    def connect_timeout_s(self) -> float:
+        """TCP, TLS and login."""
+        ...
+    @property
+    def call_timeout_s(self) -> float:
+        """One SOAP exchange once connected."""
+        ...
+    @property
+    def task_timeout_s(self) -> float:
+        """One vSphere task, from its start to its end state."""
+        ...
+    @property
+    def hunt_s(self) -> float:
+        """How long to look on vCenter for what a call whose answer was lost did."""
+        ...
 
 
 class ArrayEndpoint(Protocol):

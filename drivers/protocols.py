@@ -1,8 +1,9 @@
 """The hardware boundary as typed Protocols.
 
-Flows and tasks only ever see these; the real adapters (pyVmomi, pywbem, oracledb) live
-in sibling modules and are chosen by configuration. Every method may raise the errors of
-`dpflow.errors`: TransientError (retry), PermanentError (give up), NotFound/UserError.
+Flows and tasks only ever see these; the real adapters (pyVmomi, pywbem) live in sibling
+modules and are chosen by configuration. Every method may raise the errors of
+`drivers.errors`: TransientError (retry), PermanentError (give up), NotFound/UserError; each
+Protocol's written contract says which, and one conformance suite per Protocol checks it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ class QuiesceFailed(TransientError):
 
 class CbtUnusable(PermanentError):
     """Change tracking cannot answer for this disk: the caller must read it in full."""
+
+
+class TaskDeadlineExceeded(TransientError):
+    """A hypervisor task ran past its deadline and may still finish: `task` names it, so
+    a retry can wait for it or undo it instead of starting the same work twice."""
+
+    def __init__(self, message: str, task: str = "") -> None:
+        super().__init__(message)
+        self.task = task
 
 
 class DiskInfo(BaseModel):
@@ -48,6 +58,7 @@ class VmInfo(BaseModel):
     memory_mb: int = 128
     guest_id: str = "otherGuest"
     disks: list[DiskInfo] = []
+    annotation: str = Field("", description="the VM's notes (a restore marks its VMs here)")
 
 
 class RawDisk(BaseModel):
@@ -66,6 +77,31 @@ class SnapshotRef(BaseModel):
     name: str
     vm_moref: str
     quiesced: bool
+    vm_name: str = ""
+
+
+# ---- hypervisors ----------------------------------------------------------------------
+# The hypervisor boundary. Contract (every implementation, checked by
+# tests/conformance/test_hypervisor_protocol.py):
+# - Objects: a VM is found by name (find_vm), then addressed by VmInfo.moref; a snapshot
+#   by its SnapshotRef. Names are the administrator's; morefs are the hypervisor's.
+# - Errors: NotFound for a name that names nothing (VM, datastore); UserError for what the
+#   administrator must fix (credentials, TLS trust, an unknown datacenter); TransientError
+#   for what may heal (timeouts, dropped connections, HTTP 5xx, busy objects, a guest that
+#   cannot quiesce now = QuiesceFailed, a task past its deadline = TaskDeadlineExceeded);
+#   PermanentError for the rest (CbtUnusable among them). Messages keep the hypervisor's
+#   own words (fault name and text). Calls are not retried inside (except for the login,
+#   below): retry is the caller's, from the error's type.
+# - Sessions: an implementation logs in when first used and logs in again by itself when
+#   the server ends the session (SOAP and datastore reads alike); callers never see it.
+# - Tasks: a call that starts a hypervisor task waits for its end up to the endpoint's task
+#   deadline; past it, TaskDeadlineExceeded names the task, which may still finish.
+# - Idempotency: remove_snapshot of a snapshot that is gone, destroy_vm of a VM that is
+#   gone, enable_change_tracking when it is on, power_on of a running VM and power_off of
+#   a stopped one all succeed without doing anything. create_snapshot (by its name) and
+#   create_vm (by its name and marker) look for an earlier attempt's result before they
+#   create anything: a retry after a lost answer never leaves a second snapshot or VM.
+# - Threads: one instance may be used from several threads at once.
 
 
 @runtime_checkable
@@ -75,36 +111,61 @@ class DiskReader(Protocol):
     size: int
 
     def read(self, offset: int, length: int) -> bytes:
-        """Exactly `length` bytes at `offset` (fewer only at the end of the disk)."""
+        """Exactly `length` bytes at `offset` (fewer only at the end of the disk); safe
+        from several threads at once. TransientError when the transfer keeps failing."""
         ...
 
     def close(self) -> None: ...
 
 
 class Hypervisor(Protocol):
-    """A vCenter or standalone ESX host."""
+    """A vCenter or standalone ESX host (contract above)."""
 
     def check(self) -> None:
         """Log in and prove the endpoint is usable; raise UserError with a clear line if not."""
         ...
 
-    def find_vm(self, name: str) -> VmInfo: ...
+    def find_vm(self, name: str) -> VmInfo:
+        """The VM called `name` with its disks as they are now; NotFound if none."""
+        ...
 
     def raw_disks(self, vm: VmInfo) -> list[RawDisk]:
         """The VM's RDM disks with the identity of the LUN each passes through."""
         ...
 
-    def create_snapshot(self, vm: VmInfo, name: str, quiesce: bool) -> SnapshotRef: ...
+    def vm_exists(self, name: str) -> bool: ...
 
-    def remove_snapshot(self, snap: SnapshotRef) -> None: ...
+    def create_snapshot(self, vm: VmInfo, name: str, quiesce: bool) -> SnapshotRef:
+        """A snapshot without memory; quiesced (QuiesceFailed if the guest cannot) or
+        crash-consistent. Its disks no longer change while it exists. Idempotent by name:
+        a snapshot `name` that an earlier call made (even one whose answer was lost, or
+        whose task ran past its deadline) is waited for and returned, never doubled."""
+        ...
 
-    def list_snapshots(self, vm: VmInfo) -> list[SnapshotRef]: ...
+    def remove_snapshot(self, snap: SnapshotRef) -> None:
+        """Remove it and merge its changes into the VM's disks; a gone snapshot is a no-op."""
+        ...
+
+    def list_snapshots(self, vm: VmInfo) -> list[SnapshotRef]:
+        """Every snapshot of the VM, whoever took it."""
+        ...
+
+    def snapshots_named(self, prefix: str) -> list[SnapshotRef]:
+        """Every snapshot of every VM whose name starts with `prefix`, with its VM's name."""
+        ...
+
+    def vms_marked(self, prefix: str) -> list[VmInfo]:
+        """Every VM whose notes (create_vm's marker) start with `prefix`; name, moref,
+        power state and annotation filled in."""
+        ...
 
     def snapshot_disks(self, snap: SnapshotRef) -> list[DiskInfo]:
         """The disks as frozen in the snapshot (their backing no longer changes)."""
         ...
 
-    def datastore_free_bytes(self, datastore: str) -> int: ...
+    def datastore_free_bytes(self, datastore: str) -> int:
+        """Free bytes of the datastore, refreshed now; NotFound for an unknown name."""
+        ...
 
     def enable_change_tracking(self, vm: VmInfo) -> bool:
         """Turn CBT on if it is off; True if it was turned on now (no changeId to trust yet)."""
@@ -117,23 +178,38 @@ class Hypervisor(Protocol):
         cannot be trusted (reset or unknown changeId, tracking off)."""
         ...
 
-    def open_disk(self, disk: DiskInfo) -> DiskReader: ...
+    def open_disk(self, disk: DiskInfo) -> DiskReader:
+        """A reader of the disk's bytes (a snapshot's frozen disk for a backup); the caller
+        closes it. Reads of a cut or refused transfer are retried and resumed."""
+        ...
 
-    def create_vm(self, spec: VmInfo, name: str) -> VmInfo:
-        """Register a new VM with the spec's hardware and empty disks of the spec's sizes."""
+    def create_vm(self, spec: VmInfo, name: str, marker: str = "") -> VmInfo:
+        """Register a new VM with the spec's hardware and empty disks of the spec's sizes,
+        `marker` in its notes (VmInfo.annotation). A name in use is refused (PermanentError),
+        except that with a marker the call is idempotent: a VM `name` carrying it, made by
+        an earlier call, is waited for and returned."""
         ...
 
     def write_disk(self, disk: DiskInfo, blocks: Iterable[bytes]) -> None:
-        """Replace the disk's whole content by the concatenation of `blocks`."""
+        """Replace the disk's whole content by the concatenation of `blocks`. On an error
+        the disk's content is undefined: write it again or discard the VM."""
         ...
 
-    def power_on(self, vm: VmInfo) -> None: ...
+    def power_on(self, vm: VmInfo) -> None:
+        """Running afterwards; a running VM is left as it is."""
+        ...
 
-    def power_off(self, vm: VmInfo) -> None: ...
+    def power_off(self, vm: VmInfo) -> None:
+        """Stopped afterwards (a hard power-off); a stopped VM is left as it is."""
+        ...
 
-    def destroy_vm(self, vm: VmInfo) -> None: ...
+    def destroy_vm(self, vm: VmInfo) -> None:
+        """Power off if needed, then delete the VM and its files; a gone VM is a no-op."""
+        ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Log out and release connections; the instance may log in again when used."""
+        ...
 
 
 # ---- storage arrays -----------------------------------------------------------------

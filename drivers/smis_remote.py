@@ -52,12 +52,7 @@ class SmisRemoteReplication:
         return s
 
     def _info(self, s: Any) -> DrGroupInfo:
-        local_id = f"{s['LocalSystem']}:DR:{s['ElementName']}"
-        names = {v["DeviceID"]: v["ElementName"] for v in self._enum("CIM_StorageVolume")}
-        members = [names[m["Member"]["DeviceID"]]
-                   for m in sorted(self._enum("CIM_OrderedMemberOfCollection"),
-                                   key=lambda m: int(m["AssignedSequence"]))
-                   if m["Collection"]["InstanceID"] == local_id]
+        members = list(s["Members"] or [])  # in order, as this array names them
         since = s["SecondsSinceFailover"]
         return DrGroupInfo(
             name=s["ElementName"], role=DrRole(s["LocalRole"]), local_array=s["LocalSystem"],

@@ -1,149 +1,52 @@
 """The real vSphere adapter (pyVmomi): a vCenter or a standalone ESX host.
 
-Errors are translated here, once: pyVmomi faults and socket/TLS errors become
-UserError (the administrator must act), TransientError (retry) or PermanentError.
-Snapshot disks are read over the datastore HTTP interface by ranges (the proxy's "vLUN
-mount"), with the session cookie and TLS verification, resuming a cut transfer where it
-stopped.
+Around it: drivers/vsphere_session.py (the login, its renewal when vCenter ends the
+session, the three timeouts, the translation of errors), drivers/vsphere_hunt.py (what a
+call whose answer was lost did on vCenter), drivers/vsphere_datastore.py (disk bytes over
+the datastore HTTP interface, the proxy's "vLUN mount") and drivers/retry.py (retry and
+resume of those reads, as a wrapper).
 """
 
 from __future__ import annotations
 
-import http.client
-import socket
-import ssl
-import threading
-import time
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
-import urllib3
-from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
 
-from drivers.endpoints import VCenterEndpoint
 from drivers.errors import NotFound, PermanentError, TransientError, UserError
 from drivers.protocols import (
     CbtUnusable,
     DiskInfo,
-    QuiesceFailed,
     RawDisk,
     SnapshotRef,
+    TaskDeadlineExceeded,
     VmInfo,
 )
+from drivers.retry import RetryingReader
+from drivers.vsphere_datastore import DatastoreDisk
+from drivers.vsphere_hunt import CREATE_VM_TASK, Hunter, answer_lost, snapshot_tree
+from drivers.vsphere_session import VcConnection, session_cookies, translate
+
+__all__ = ["DatastoreDisk", "VSphere", "translate"]
 
 T = TypeVar("T")
-
-#: vSphere faults that say "not now" rather than "never".
-_TRANSIENT_FAULTS: tuple[type, ...] = (
-    vim.fault.ApplicationQuiesceFault,
-    vim.fault.TaskInProgress,
-    vim.fault.Timedout,
-    vim.fault.ResourceInUse,
-    vmodl.fault.HostCommunication,
-    vmodl.fault.SystemError,
-    vmodl.fault.RequestCanceled,
-)
-_NETWORK_ERRORS = (http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError)
+log = logging.getLogger("dpflow.drivers.vsphere")
 
 
-def _fault_text(fault: vmodl.MethodFault) -> str:
-    msg = getattr(fault, "msg", None) or getattr(fault, "localizedMessage", None) or ""
-    for fm in getattr(fault, "faultMessage", None) or []:
-        msg = f"{msg} {fm.message}".strip()
-    return f"{type(fault).__name__.split('.')[-1]}: {msg}".rstrip(": ")
-
-
-def translate(exc: BaseException, what: str) -> Exception:
-    """Map a pyVmomi or network error met while doing `what` to dpflow's tree."""
-    if isinstance(exc, vim.fault.ApplicationQuiesceFault):
-        return QuiesceFailed(f"{what}: {_fault_text(exc)}")
-    if isinstance(exc, vim.fault.InvalidLogin):
-        return UserError(f"{what}: wrong user or password (InvalidLogin)")
-    if isinstance(exc, _TRANSIENT_FAULTS):
-        return TransientError(f"{what}: {_fault_text(exc)}")
-    if isinstance(exc, vmodl.MethodFault):
-        return PermanentError(f"{what}: {_fault_text(exc)}")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return UserError(f"{what}: TLS certificate not trusted ({exc.verify_message}); "
-                         f"set ca_file to the CA that signed it")
-    if isinstance(exc, (*_NETWORK_ERRORS, requests.ConnectionError, requests.Timeout)):
-        return TransientError(f"{what}: {type(exc).__name__}: {exc}")
-    return PermanentError(f"{what}: {type(exc).__name__}: {exc}")
-
-
-class VSphere:
-    """One logged-in connection to a vCenter; re-logs in when the session expires."""
-
-    def __init__(self, vc: VCenterEndpoint, password: str) -> None:
-        self.vc = vc
-        self._password = password
-        self._si: Any = None
-        self._lock = threading.Lock()
-        self._ssl = ssl.create_default_context(cafile=str(vc.ca_file) if vc.ca_file else None)
-
-    # --- connection ------------------------------------------------------------
-    def _connect(self) -> Any:
-        try:
-            return SmartConnect(host=self.vc.host, port=self.vc.port, user=self.vc.user,
-                                pwd=self._password, sslContext=self._ssl,
-                                httpConnectionTimeout=self.vc.connect_timeout_s)
-        except ssl.SSLCertVerificationError as exc:
-            raise translate(exc, f"vCenter {self.vc.name} ({self.vc.host}:{self.vc.port})") from exc
-        except vim.fault.InvalidLogin as exc:
-            raise UserError(f"vCenter {self.vc.name}: wrong user or password for "
-                            f"'{self.vc.user}' (InvalidLogin); fix the secret it references"
-                            ) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            raise UserError(f"vCenter {self.vc.name} unreachable at {self.vc.host}:"
-                            f"{self.vc.port} ({exc.__class__.__name__}: {exc}); check host, "
-                            f"port and network") from exc
-
-    @property
-    def si(self) -> Any:
-        with self._lock:
-            if self._si is None:
-                self._si = self._connect()
-            return self._si
+class VSphere(Hunter, VcConnection):
+    """The Hypervisor Protocol over one vCenter login (renewed when the session ends)."""
 
     def check(self) -> None:
         """The login works and the configured datacenter exists (user mistakes if not)."""
-        _ = self.si.content.about.apiVersion
+        super().check()
         self._datacenter()
 
-    def close(self) -> None:
-        with self._lock:
-            if self._si is not None:
-                try:
-                    Disconnect(self._si)
-                except Exception:  # noqa: BLE001 - closing a dead session is not an error
-                    pass
-                self._si = None
-
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run a SOAP exchange; re-login once on an expired session; translate errors."""
-        for attempt in (1, 2):
-            try:
-                return fn()
-            except vim.fault.NotAuthenticated as exc:
-                if attempt == 2:
-                    raise translate(exc, what) from exc
-                with self._lock:
-                    self._si = None
-            except Exception as exc:  # noqa: BLE001 - translated at the boundary
-                if isinstance(exc, UserError | TransientError | PermanentError):
-                    raise
-                raise translate(exc, what) from exc
-        raise AssertionError("unreachable")
-
-    def _wait(self, task: Any, what: str) -> Any:
-        while task.info.state in (vim.TaskInfo.State.queued, vim.TaskInfo.State.running):
-            time.sleep(0.05)
-        if task.info.state == vim.TaskInfo.State.error:
-            raise task.info.error
-        return task.info.result
+        return self.call(what, fn)
 
     # --- inventory -------------------------------------------------------------
     def _datacenter(self) -> Any:
@@ -152,22 +55,26 @@ class VSphere:
                 return dc
         raise UserError(f"vCenter {self.vc.name} has no datacenter '{self.vc.datacenter}'")
 
-    def _vm_obj(self, name: str) -> Any:
+    def _every_vm(self, paths: list[str]) -> list[tuple[Any, dict[str, Any]]]:
+        """Every VM with the given properties, in one inventory read (no call per VM)."""
         content = self.si.content
         view = content.viewManager.CreateContainerView(content.rootFolder,
                                                        [vim.VirtualMachine], True)
+        pc = vmodl.query.PropertyCollector
         try:
-            spec = vmodl.query.PropertyCollector.FilterSpec(
-                objectSet=[vmodl.query.PropertyCollector.ObjectSpec(
-                    obj=view, skip=True, selectSet=[vmodl.query.PropertyCollector.TraversalSpec(
-                        name="v", path="view", skip=False, type=vim.view.ContainerView)])],
-                propSet=[vmodl.query.PropertyCollector.PropertySpec(
-                    type=vim.VirtualMachine, pathSet=["name"])])
-            for oc in content.propertyCollector.RetrieveContents([spec]):
-                if oc.propSet and oc.propSet[0].val == name:
-                    return oc.obj
+            spec = pc.FilterSpec(
+                objectSet=[pc.ObjectSpec(obj=view, skip=True, selectSet=[pc.TraversalSpec(
+                    name="v", path="view", skip=False, type=vim.view.ContainerView)])],
+                propSet=[pc.PropertySpec(type=vim.VirtualMachine, pathSet=paths)])
+            return [(oc.obj, {p.name: p.val for p in oc.propSet or []})
+                    for oc in content.propertyCollector.RetrieveContents([spec])]
         finally:
             view.Destroy()
+
+    def _vm_obj(self, name: str) -> Any:
+        for obj, props in self._every_vm(["name"]):
+            if props.get("name") == name:
+                return obj
         raise NotFound(f"unknown VM '{name}' on vCenter {self.vc.name}")
 
     def _vm_by_moref(self, moref: str) -> Any:
@@ -192,7 +99,8 @@ class VSphere:
         ds = disks[0].datastore if disks else vm.datastore[0].name
         return VmInfo(name=vm.name, moref=vm._moId, power_state=str(vm.runtime.powerState),
                       datastore=ds, num_cpu=cfg.hardware.numCPU, memory_mb=cfg.hardware.memoryMB,
-                      guest_id=cfg.guestId or "otherGuest", disks=disks)
+                      guest_id=cfg.guestId or "otherGuest", disks=disks,
+                      annotation=cfg.annotation or "")
 
     def find_vm(self, name: str) -> VmInfo:
         return self._call(f"find VM {name}", lambda: self._vm_info(self._vm_obj(name)))
@@ -236,7 +144,7 @@ class VSphere:
             obj = self._vm_by_moref(vm.moref)
             if obj.config.changeTrackingEnabled:
                 return False
-            self._wait(obj.ReconfigVM_Task(
+            self.wait(obj.ReconfigVM_Task(
                 spec=vim.vm.ConfigSpec(changeTrackingEnabled=True)), "enable CBT")
             return True
         return self._call(f"enable change tracking on {vm.name}", go)
@@ -248,17 +156,17 @@ class VSphere:
         Bareos shipped silently incomplete incrementals by stopping after the first page;
         here the pages must tile the disk exactly and every area must lie inside it.
         """
-        obj = self._vm_by_moref(snap.vm_moref)
-        snap_obj = vim.vm.Snapshot(snap.moref, self.si._stub)
         size = disk.capacity_bytes
         areas: list[tuple[int, int]] = []
         offset = 0
         while offset < size:
             try:
+                # objects bound inside the call: after a re-login they use the new session
                 info = self._call(f"changed areas of {disk.file_name}", lambda o=offset:
-                                  obj.QueryChangedDiskAreas(snapshot=snap_obj,
-                                                            deviceKey=disk.key, startOffset=o,
-                                                            changeId=since_change_id))
+                                  self._vm_by_moref(snap.vm_moref).QueryChangedDiskAreas(
+                                      snapshot=vim.vm.Snapshot(snap.moref, self.si._stub),
+                                      deviceKey=disk.key, startOffset=o,
+                                      changeId=since_change_id))
             except PermanentError as exc:
                 raise CbtUnusable(str(exc)) from exc
             start, length = int(info.startOffset), int(info.length)
@@ -278,31 +186,65 @@ class VSphere:
 
     # --- snapshots -------------------------------------------------------------
     def create_snapshot(self, vm: VmInfo, name: str, quiesce: bool) -> SnapshotRef:
+        """Idempotent by name: an earlier attempt's snapshot `name` is adopted, not doubled
+        (drivers/vsphere_hunt.py); a call whose answer was lost is hunted for first."""
+        found = self.adopt_snapshot(vm, name, quiesce)
+        if found is not None:
+            return found
+
         def go() -> SnapshotRef:
             obj = self._vm_by_moref(vm.moref)
             task = obj.CreateSnapshot_Task(name=name, description="dpflow backup",
                                            memory=False, quiesce=quiesce)
-            snap = self._wait(task, "create snapshot")
+            snap = self.wait(task, "create snapshot")
             return SnapshotRef(moref=snap._moId, name=name, vm_moref=vm.moref, quiesced=quiesce)
-        return self._call(f"snapshot of VM {vm.name}", go)
+        try:
+            return self._call(f"snapshot of VM {vm.name}", go)
+        except TaskDeadlineExceeded:
+            raise  # the task is known: the next attempt waits for it (adopt_snapshot)
+        except TransientError as exc:
+            if not answer_lost(exc):
+                raise
+            found = self.hunt(lambda: self.adopt_snapshot(vm, name, quiesce),
+                              f"snapshot {name} of VM {vm.name}")
+            if found is None:
+                raise
+            return found
 
     def list_snapshots(self, vm: VmInfo) -> list[SnapshotRef]:
+        """Children before their parents (so they can be removed in that order)."""
+        return self._call(f"snapshots of VM {vm.name}", lambda: [
+            s for _, s in sorted(snapshot_tree(vm.moref, self._vm_by_moref(vm.moref).snapshot),
+                                 key=lambda p: -p[0])])
+
+    def snapshots_named(self, prefix: str) -> list[SnapshotRef]:
+        """Every snapshot of every VM whose name starts with `prefix` (one inventory read),
+        children before their parents (so they can be removed in that order)."""
         def go() -> list[SnapshotRef]:
-            out: list[SnapshotRef] = []
-            tree = self._vm_by_moref(vm.moref).snapshot
-            stack = list(tree.rootSnapshotList) if tree else []
-            while stack:
-                node = stack.pop()
-                out.append(SnapshotRef(moref=node.snapshot._moId, name=node.name,
-                                       vm_moref=vm.moref, quiesced=bool(node.quiesced)))
-                stack.extend(node.childSnapshotList or [])
+            out = []
+            for obj, props in self._every_vm(["name", "snapshot"]):
+                tree = sorted(snapshot_tree(obj._moId, props.get("snapshot")),
+                              key=lambda p: -p[0])  # children before their parents
+                out += [s.model_copy(update={"vm_name": props.get("name", "")})
+                        for _, s in tree if s.name.startswith(prefix)]
             return out
-        return self._call(f"snapshots of VM {vm.name}", go)
+        return self._call(f"snapshots named {prefix}*", go)
+
+    def vms_marked(self, prefix: str) -> list[VmInfo]:
+        """VMs whose notes start with `prefix`: name, moref, power state and notes only."""
+        def go() -> list[VmInfo]:
+            return [VmInfo(name=p.get("name", ""), moref=obj._moId, datastore="",
+                           power_state=str(p.get("runtime.powerState", "")),
+                           annotation=p.get("config.annotation") or "")
+                    for obj, p in self._every_vm(["name", "config.annotation",
+                                                  "runtime.powerState"])
+                    if (p.get("config.annotation") or "").startswith(prefix)]
+        return self._call(f"VMs marked {prefix}*", go)
 
     def remove_snapshot(self, snap: SnapshotRef) -> None:
         def go() -> None:
             obj = vim.vm.Snapshot(snap.moref, self.si._stub)
-            self._wait(obj.RemoveSnapshot_Task(removeChildren=False, consolidate=True),
+            self.wait(obj.RemoveSnapshot_Task(removeChildren=False, consolidate=True),
                        "remove snapshot")
         try:
             self._call(f"remove snapshot {snap.name}", go)
@@ -326,25 +268,32 @@ class VSphere:
                 f"?dcPath={quote(self.vc.datacenter)}&dsName={quote(disk.datastore)}")
 
     def _cookies(self) -> dict[str, str]:
-        raw = self.si._stub.cookie  # 'vmware_soap_session="..."; Path=/; ...'
-        name, _, rest = raw.partition("=")
-        return {name.strip(): rest.split(";")[0].strip()} if rest else {}
+        return session_cookies(self.si)
 
     def _verify(self) -> str | bool:
         return str(self.vc.ca_file) if self.vc.ca_file else True
 
-    def open_disk(self, disk: DiskInfo) -> DatastoreDisk:
-        return DatastoreDisk(self._disk_url(disk), disk.capacity_bytes, self._cookies(),
-                             self._verify())
+    def open_disk(self, disk: DiskInfo) -> RetryingReader:
+        return RetryingReader(DatastoreDisk(self._disk_url(disk), disk.capacity_bytes,
+                                            self._cookies(), self._verify(),
+                                            renew=self.renew_cookies))
 
     def write_disk(self, disk: DiskInfo, blocks: Iterable[bytes]) -> None:
         url = self._disk_url(disk)
+        # a session that ended while idle is renewed here, before a body that cannot be
+        # sent twice starts to flow
+        self.check()
+        cookies = self._cookies()
         try:
-            r = requests.put(url, data=iter(blocks), cookies=self._cookies(),
+            r = requests.put(url, data=iter(blocks), cookies=cookies,
                              verify=self._verify(), timeout=(10, 300),
                              headers={"Content-Type": "application/octet-stream"})
         except (requests.RequestException, OSError) as exc:
             raise translate(exc, f"write disk {disk.file_name}") from exc
+        if r.status_code == 401:
+            self.renew_cookies(cookies)
+            raise TransientError(f"write disk {disk.file_name}: the vCenter session ended "
+                                 f"during the upload (HTTP 401); logged in again, write again")
         if r.status_code >= 500:
             raise TransientError(f"write disk {disk.file_name}: HTTP {r.status_code}")
         if r.status_code >= 300:
@@ -352,7 +301,47 @@ class VSphere:
                 f"write disk {disk.file_name}: HTTP {r.status_code} {r.text[:200]}")
 
     # --- VMs -------------------------------------------------------------------
-    def create_vm(self, spec: VmInfo, name: str) -> VmInfo:
+    def _adopt_vm(self, name: str, marker: str) -> VmInfo | None:
+        """The VM `name` an earlier attempt with the same marker made, once its task ended."""
+        self._settle(self._call("VM folder", lambda: self._datacenter().vmFolder._moId),
+                     CREATE_VM_TASK, f"create VM {name}")
+        try:
+            vm = self.find_vm(name)
+        except NotFound:
+            return None
+        if vm.annotation != marker:
+            return None
+        log.warning("create VM %s: adopting %s, made by an earlier attempt", name, vm.moref)
+        return vm
+
+    def create_vm(self, spec: VmInfo, name: str, marker: str = "") -> VmInfo:
+        """With a marker, idempotent: a VM `name` carrying it (an earlier attempt's) is
+        returned instead of a second one, and a call whose answer was lost is hunted for."""
+        if marker:
+            found = self._adopt_vm(name, marker)
+            if found is not None:
+                return found
+        try:
+            return self._create_vm(spec, name, marker)
+        except TaskDeadlineExceeded:
+            raise
+        except PermanentError as exc:
+            # the name is taken: by an earlier attempt of ours that ended meanwhile?
+            adopted = (self._adopt_vm(name, marker)
+                       if marker and isinstance(exc.__cause__, vim.fault.DuplicateName)
+                       else None)
+            if adopted is None:
+                raise
+            return adopted
+        except TransientError as exc:
+            if not marker or not answer_lost(exc):
+                raise
+            adopted = self.hunt(lambda: self._adopt_vm(name, marker), f"create VM {name}")
+            if adopted is None:
+                raise
+            return adopted
+
+    def _create_vm(self, spec: VmInfo, name: str, marker: str) -> VmInfo:
         def go() -> VmInfo:
             dc = self._datacenter()
             pool = _first_resource_pool(dc)
@@ -373,26 +362,37 @@ class VSphere:
                     operation="add", fileOperation="create", device=disk))
             cfg = vim.vm.ConfigSpec(name=name, numCPUs=spec.num_cpu, memoryMB=spec.memory_mb,
                                     guestId=spec.guest_id, deviceChange=dev_changes,
+                                    annotation=marker or None,
                                     files=vim.vm.FileInfo(vmPathName=f"[{spec.datastore}]"))
-            vm = self._wait(dc.vmFolder.CreateVM_Task(config=cfg, pool=pool), "create VM")
+            vm = self.wait(dc.vmFolder.CreateVM_Task(config=cfg, pool=pool), "create VM")
             return self._vm_info(vm)
         return self._call(f"create VM {name}", go)
 
+    def _power(self, vm: VmInfo, want: str, start: Callable[[Any], Any], what: str) -> None:
+        def go() -> None:
+            obj = self._vm_by_moref(vm.moref)
+            if str(obj.runtime.powerState) != want:
+                self.wait(start(obj), what)
+        self._call(f"{what} {vm.name}", go)
+
     def power_on(self, vm: VmInfo) -> None:
-        self._call(f"power on {vm.name}", lambda: self._wait(
-            self._vm_by_moref(vm.moref).PowerOnVM_Task(), "power on"))
+        self._power(vm, "poweredOn", lambda o: o.PowerOnVM_Task(), "power on")
 
     def power_off(self, vm: VmInfo) -> None:
-        self._call(f"power off {vm.name}", lambda: self._wait(
-            self._vm_by_moref(vm.moref).PowerOffVM_Task(), "power off"))
+        self._power(vm, "poweredOff", lambda o: o.PowerOffVM_Task(), "power off")
 
     def destroy_vm(self, vm: VmInfo) -> None:
         def go() -> None:
             obj = self._vm_by_moref(vm.moref)
             if obj.runtime.powerState == vim.VirtualMachinePowerState.poweredOn:
-                self._wait(obj.PowerOffVM_Task(), "power off")
-            self._wait(obj.Destroy_Task(), "destroy")
-        self._call(f"destroy VM {vm.name}", go)
+                self.wait(obj.PowerOffVM_Task(), "power off")
+            self.wait(obj.Destroy_Task(), "destroy")
+        try:
+            self._call(f"destroy VM {vm.name}", go)
+        except PermanentError as exc:
+            if "ManagedObjectNotFound" in str(exc):
+                return  # already gone: destruction is idempotent
+            raise
 
 
 def _first_resource_pool(dc: Any) -> Any:
@@ -401,86 +401,3 @@ def _first_resource_pool(dc: Any) -> Any:
         if pool is not None:
             return pool
     raise PermanentError(f"datacenter {dc.name} has no compute resource to place a VM")
-
-
-class DatastoreDisk:
-    """A disk file on a datastore, read by HTTP ranges; one requests session per thread."""
-
-    ATTEMPTS = 6
-
-    def __init__(self, url: str, size: int, cookies: dict[str, str], verify: str | bool) -> None:
-        self.url, self.size, self._cookies, self._verify = url, size, cookies, verify
-        self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
-        if s is None:
-            s = self._local.session = requests.Session()
-            s.trust_env = False  # no .netrc or proxy lookups per request; CA given below
-            s.cookies.update(self._cookies)
-            s.verify = self._verify
-        return s
-
-    def read(self, offset: int, length: int) -> bytearray:
-        """Exactly `length` bytes; a cut or refused transfer resumes where it stopped.
-
-        The body is received straight into one buffer (no per-piece copies): at disk
-        sizes every copy of the data costs whole seconds of CPU on the proxy.
-        """
-        buf = bytearray(length)
-        view = memoryview(buf)
-        got = 0
-        failures = 0
-        while got < length:
-            start = offset + got
-            end = offset + length - 1
-            try:
-                # verify= per request: REQUESTS_CA_BUNDLE would override a session's own
-                r = self._session().get(self.url, headers={"Range": f"bytes={start}-{end}"},
-                                        stream=True, timeout=(10, 60), verify=self._verify)
-                done = False
-                try:
-                    if r.status_code == 404:
-                        raise PermanentError(f"disk file not found: {self.url.split('?')[0]}")
-                    if r.status_code >= 500 or r.status_code == 429:
-                        raise TransientError(f"HTTP {r.status_code} reading {start}-{end}")
-                    if r.status_code != 206:
-                        raise PermanentError(f"HTTP {r.status_code} for a range read of the disk")
-                    sent = int(r.headers.get("Content-Length", end - start + 1))
-                    if sent != end - start + 1:
-                        raise PermanentError(f"server answers {sent} bytes for a "
-                                             f"{end - start + 1}-byte range")
-                    body = r.raw._fp  # http.client response: readinto lands in our buffer
-                    while got < length:
-                        n = body.readinto(view[got:])
-                        if not n:
-                            break
-                        got += n
-                        failures = 0
-                    if got < length:
-                        raise TransientError(f"transfer cut at byte {offset + got}")
-                    done = True
-                finally:
-                    # a fully read body leaves the connection clean: keep it alive (a new TLS
-                    # handshake per range costs more than the transfer); otherwise drop it
-                    if done:
-                        r.raw.release_conn()
-                    else:
-                        r.close()
-            except requests.exceptions.SSLError as exc:
-                raise UserError(f"TLS certificate of the datastore server not trusted: {exc}; "
-                                f"set ca_file to the CA that signed it") from exc
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError,
-                    http.client.HTTPException, TransientError) as exc:
-                failures += 1
-                self._local.session = None
-                if failures >= self.ATTEMPTS:
-                    raise TransientError(f"disk read at {start} failed {failures} times: "
-                                         f"{exc}") from exc
-                time.sleep(min(0.05 * 2 ** failures, 2.0))
-        return buf
-
-    def close(self) -> None:
-        s = getattr(self._local, "session", None)
-        if s is not None:
-            s.close()

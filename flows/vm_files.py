@@ -132,7 +132,8 @@ def _publish_restore(r: FileRestore, session_id: str, what: str) -> None:
     flow run (the catalog's session keeps the totals line)."""
     lines = [f"# {what}", "", f"session {session_id}: {r.totals()}", ""]
     for kind, items in (("renamed", r.renamed), ("refused", r.refused),
-                        ("skipped", r.skipped), ("failed", r.failed)):
+                        ("skipped", r.skipped), ("failed", r.failed),
+                        ("temporary files of an interrupted restore, removed", r.leftovers)):
         if items:
             lines += [f"## {kind} ({len(items)})", ""] + [f"- `{i}`" for i in items] + [""]
     create_markdown_artifact(markdown="\n".join(lines), key=f"restore-{session_id}".lower(),

@@ -212,7 +212,13 @@ class Vcsim:
         return f"https://{self.host}:{self.port}"
 
     def si(self) -> Any:
-        """A cached pyVmomi ServiceInstance logged in as the configured user."""
+        """A cached pyVmomi ServiceInstance logged in as the configured user (logged in
+        again when a test expired the simulator's sessions)."""
+        if self._si is not None:
+            try:
+                _ = self._si.content.sessionManager.currentSession
+            except vim.fault.NotAuthenticated:
+                self._si = None
         if self._si is None:
             self._si = SmartConnect(
                 host=self.host, port=self.port, user=self.username, pwd=self.password,
@@ -508,8 +514,12 @@ class Vcsim:
     def set_fault(self, **rule: Any) -> dict[str, Any]:
         """Add a fault rule; returns it with its id. Keys: method (SOAP method, e.g.
         "CreateSnapshot_Task") or path (regex on the URL path), kind (task | soap |
-        http | drop | drop_after | delay), count (first N calls, 0 = always), fault
-        (vim25 fault name), status, message, ms, bytes, verb (HTTP method filter)."""
+        http | drop | drop_after | delay | expire), count (first N calls, 0 = always),
+        fault (vim25 fault name), status, message, ms, bytes, verb (HTTP method filter).
+        ``expire`` ends every session: before the method's call, or on a path once
+        ``bytes`` more bytes of matching responses were sent (count: how many times).
+        ``restart`` does the same and then drops every client request for ``ms`` (a
+        vCenter service restart; the inventory stays, the process is not restarted)."""
         rules = self._control("POST", "/_fault", rule)["rules"]
         return rules[-1]
 
@@ -519,6 +529,20 @@ class Vcsim:
     def faults(self) -> list[dict[str, Any]]:
         """Rules with their ``hits`` counters and ``active`` flags."""
         return self._control("GET", "/_fault")["rules"]
+
+    # -- sessions -----------------------------------------------------------------
+
+    def expire_sessions(self) -> dict[str, int]:
+        """End every session now, as vCenter does when a session's lifetime is over:
+        SOAP calls with an ended session get NotAuthenticated, datastore /folder
+        requests 401. Returns the counters of ``sessions()``."""
+        return self._control("POST", "/_session", {"expire": "all"})
+
+    def sessions(self) -> dict[str, int]:
+        """Session counters: logins (sessions handed out), live, expired (sessions
+        ended), expiries (times sessions were ended), refused_soap and refused_http
+        (requests refused for an ended session), restarts (service restarts)."""
+        return self._control("GET", "/_session")
 
     def set_datastore_free(self, free: int | None, name: str = DEFAULT_DATASTORE) -> None:
         """Make the datastore report ``free`` bytes of free space (None: the real value)."""

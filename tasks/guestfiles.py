@@ -3,19 +3,20 @@ an image version, to a directory or into the running guest. (Backup: tasks/fileb
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import blake3
 
 from dpflow.environment import Environment
 from dpflow.errors import NotFound, UserError
 from dpflow.guestfs import ImageDisk, RangeFile, SafeTarget, discover, split_path
-from dpflow.guestfs.restore import FileRestore, Restorer, mode_of, restore_volume
+from dpflow.guestfs.restore import (
+    FileRestore,
+    Restorer,
+    catalogued_blocks,
+    mode_of,
+    restore_volume,
+)
 from dpflow.guestfs.select import Selection
-from dpflow.store import ChunkStore
 from dpflow.store.manifest import read_manifest
 from tasks.common import step
 
@@ -42,24 +43,6 @@ def select_catalogued(env: Environment, vm: str, patterns: list[str], version: s
     return version, rows
 
 
-def _blocks(store: ChunkStore, row: Any) -> Iterator[bytes]:
-    """A catalogued file's bytes, each chunk verified by the store, the whole by digest."""
-    chunks: list[str | None] = json.loads(row.chunks) if row.chunks else []
-    chunk_size, size, digest, what = row.chunk_size or 1, row.size, row.digest, row.path
-    h = blake3.blake3(max_threads=1)
-    left = size
-    for cid in chunks:
-        n = min(chunk_size, left)
-        data = bytes(n) if cid is None else store.get(cid)
-        h.update(data)
-        left -= len(data)
-        yield data
-    if left != 0 or (digest is not None and h.hexdigest() != digest):
-        from dpflow.errors import PermanentError
-
-        raise PermanentError(f"{what}: restored bytes do not match the catalogued digest")
-
-
 @step(name="restore guest files", retries=1)
 def restore_catalogued_files(env: Environment, vm: str, version: str, patterns: list[str],
                              target: str, conflict: str) -> FileRestore:
@@ -72,7 +55,7 @@ def restore_catalogued_files(env: Environment, vm: str, version: str, patterns: 
             r.restore((f.volume, *split_path(f.path)), f.kind, mode=f.mode,
                       mtime_ns=f.mtime_ns, attributes=f.attributes, link=f.target,
                       inode=f.inode or 0, nlink=f.nlink or 1,
-                      blocks=lambda f=f: _blocks(store, f))
+                      blocks=lambda f=f: catalogued_blocks(store, f))
         r.finish()
     return r.out
 
@@ -181,7 +164,7 @@ def restore_into_guest(env: Environment, vm: str, version: str, patterns: list[s
         name, n = path, 0
         while True:
             try:
-                data = list(_blocks(store, r))
+                data = list(catalogued_blocks(store, r))
                 gf.upload(name, data, r.size, overwrite=conflict == "overwrite",
                           mode=mode_of(r.mode, r.attributes),
                           mtime_s=r.mtime_ns // 10**9, windows=windows)

@@ -10,7 +10,7 @@ from prefect import get_run_logger
 from prefect.events import emit_event
 
 from dpflow.environment import Environment
-from dpflow.errors import DpflowError, PermanentError, UserError
+from dpflow.errors import DpflowError, NotFound, PermanentError, UserError
 from drivers.protocols import DiskInfo, QuiesceFailed, SnapshotRef, VmInfo
 from tasks.common import step
 
@@ -46,17 +46,48 @@ def check_space(env: Environment, vcenter: str, vm: VmInfo, store: str | None) -
     return None
 
 
+def reap_orphan_snapshots(env: Environment, vcenter: str) -> list[str]:
+    """dpflow snapshots on any VM of the vCenter that no running session owns: removed,
+    and each one reported (log, event, and a catalog session of kind reap-snapshot).
+
+    A snapshot is named after its session; the session is looked up in the catalog, and
+    only one still `running` owns its snapshot. A name the catalog does not know counts as
+    unowned (a dpflow sharing this vCenter must share the catalog too)."""
+    hv = env.hypervisor(vcenter)
+    catalog = env.catalog()
+    log = get_run_logger()
+    reaped = []
+    for snap in hv.snapshots_named(SNAPSHOT_PREFIX):
+        owner = snap.name.removeprefix(SNAPSHOT_PREFIX)
+        try:
+            state = catalog.get_session(owner).status
+        except NotFound:
+            state = "unknown to the catalog"
+        if state == "running":
+            continue
+        hv.remove_snapshot(snap)
+        what = (f"removed orphan snapshot {snap.name} ({snap.moref}) of VM {snap.vm_name}: "
+                f"its session is {state}")
+        log.warning(what)
+        emit_event(event="dpflow.snapshot.reaped", resource={
+            "prefect.resource.id": f"dpflow.vm.{snap.vm_name}", "dpflow.snapshot": snap.name})
+        record = catalog.begin_session("reap-snapshot", "vm", snap.vm_name or snap.vm_moref)
+        catalog.end_session(record, "completed", what)
+        reaped.append(snap.name)
+    return reaped
+
+
 @step(name="remove leftover snapshots")
 def remove_leftover_snapshots(env: Environment, vcenter: str, vm: VmInfo) -> list[str]:
-    """Snapshots an earlier, killed dpflow session left behind (Bareos' orphan problem)."""
+    """First the reaper (orphans on any VM, see reap_orphan_snapshots), then any dpflow
+    snapshot left on this VM: the VM's sessions never overlap, so none is still in use."""
+    removed = reap_orphan_snapshots(env, vcenter)
     hv = env.hypervisor(vcenter)
-    removed = []
     for snap in hv.list_snapshots(vm):
         if snap.name.startswith(SNAPSHOT_PREFIX):
             hv.remove_snapshot(snap)
             removed.append(snap.name)
-    if removed:
-        get_run_logger().warning("removed leftover snapshots of %s: %s", vm.name, removed)
+            get_run_logger().warning("removed leftover snapshot %s of %s", snap.name, vm.name)
     return removed
 
 
@@ -102,8 +133,16 @@ def snapshot_disks(env: Environment, vcenter: str, snap: SnapshotRef) -> list[Di
 
 @step(name="remove snapshot", retries=4, delay=2.0)
 def remove_snapshot(env: Environment, vcenter: str, snap: SnapshotRef, vm: str) -> None:
-    """Compensation of create_snapshot: runs on every exit path of a backup."""
-    env.hypervisor(vcenter).remove_snapshot(snap)
+    """Compensation of create_snapshot: runs on every exit path of a backup. Any other
+    snapshot of the same name (an attempt vCenter finished after it was given up) goes too."""
+    hv = env.hypervisor(vcenter)
+    hv.remove_snapshot(snap)
+    for late in hv.list_snapshots(VmInfo(name=vm, moref=snap.vm_moref, power_state="",
+                                         datastore="")):
+        if late.name == snap.name:
+            get_run_logger().warning("removing snapshot %s (%s) of %s: a late twin of the "
+                                     "session's own", late.name, late.moref, vm)
+            hv.remove_snapshot(late)
 
 
 def report_orphan_snapshot(vm: str, snap: SnapshotRef, error: BaseException) -> None:
@@ -134,20 +173,58 @@ def release_snapshot(env: Environment, vcenter: str, snap: SnapshotRef, vm: str,
         return False
 
 
+RESTORE_MARKER = "created by dpflow restore session "
+
+
+def restore_marker(session_id: str) -> str:
+    """What a restore writes in the notes of a VM it creates (its retries find it by this)."""
+    return f"{RESTORE_MARKER}{session_id}"
+
+
+def reap_orphan_vms(env: Environment, vcenter: str) -> list[str]:
+    """VMs a restore created whose session failed or was aborted (one that arrived after
+    the restore gave up, or whose removal failed): destroyed, and each one reported (log,
+    event, a catalog session of kind reap-vm). A completed restore's VM is the user's."""
+    hv = env.hypervisor(vcenter)
+    catalog = env.catalog()
+    reaped = []
+    for vm in hv.vms_marked(RESTORE_MARKER):
+        owner = vm.annotation.removeprefix(RESTORE_MARKER).strip()
+        try:
+            state = catalog.get_session(owner).status
+        except NotFound:
+            continue  # not this catalog's: another dpflow's restore, left alone
+        if state in ("running", "completed"):
+            continue
+        hv.destroy_vm(vm)
+        what = f"destroyed VM {vm.name} ({vm.moref}) half-created by restore session " \
+               f"{owner}, which is {state}"
+        get_run_logger().warning(what)
+        emit_event(event="dpflow.vm.reaped", resource={
+            "prefect.resource.id": f"dpflow.vm.{vm.name}", "dpflow.session": owner})
+        record = catalog.begin_session("reap-vm", "vm", vm.name)
+        catalog.end_session(record, "completed", what)
+        reaped.append(vm.name)
+    return reaped
+
+
 @step(name="prepare restore target")
 def prepare_target(env: Environment, vcenter: str, source: VmInfo, target: str,
-                   in_place: bool, force: bool) -> tuple[VmInfo, bool]:
-    """The VM to write into and whether this restore created it (so a failure destroys it)."""
+                   in_place: bool, force: bool, session_id: str = "") -> tuple[VmInfo, bool]:
+    """The VM to write into and whether this restore created it (so a failure destroys it).
+    A VM this session's earlier attempt created (its marker) is taken as created now."""
+    reap_orphan_vms(env, vcenter)
     hv = env.hypervisor(vcenter)
+    marker = restore_marker(session_id) if session_id else ""
     existing: VmInfo | None = None
     try:
         existing = hv.find_vm(target)
     except UserError:
         existing = None
-    if existing is None:
-        if in_place:
+    if existing is None or (marker and existing.annotation == marker):
+        if in_place and existing is None:
             raise UserError(f"VM '{target}' no longer exists: restore it with --as {target}")
-        return hv.create_vm(source, target), True
+        return hv.create_vm(source, target, marker), True
     if existing.power_state != "poweredOff":
         raise UserError(f"VM '{target}' is {existing.power_state}: power it off before an "
                         f"in-place restore (dpflow never overwrites a running VM)")

@@ -1,18 +1,22 @@
 """Restoring guest objects into a SafeTarget, one at a time, with an honest tally.
 
 One odd object never stops a restore: a name too long for the target is shortened (see
-target.py) and listed, an object the target refuses is listed as failed, an object whose
-data cannot be read from a damaged guest file system likewise. Only a target that cannot
-take anything more (full, quota, read-only, I/O error) stops the restore, with one line
-saying how much was restored; the temporary file of the object being written is removed.
-Hard links (same volume and inode, more than one link) are restored as links.
+target.py) and listed; an object the target refuses, or whose data cannot be read (a
+damaged guest file system, a damaged chunk in the store), is listed as failed and never
+half-written. Only a target that can take nothing more (full, quota, read-only, I/O
+error) or a store that cannot be reached stops the restore, with one line saying how much
+was restored; the temporary file of the object being written is removed. Hard links
+(same volume and inode, more than one link) are restored as links.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
+import blake3
 from pydantic import BaseModel
 
 from dpflow.errors import DpflowError, PermanentError
@@ -20,6 +24,7 @@ from dpflow.guestfs.fs import Entry, GuestVolume, _reraise_reader_failure
 from dpflow.guestfs.names import split_path, unescape_name
 from dpflow.guestfs.select import Selection
 from dpflow.guestfs.target import SafeTarget, UnsafePath
+from dpflow.store.chunks import CorruptChunk
 
 #: errors after which no further object can be written to the target
 STOP_ERRNOS = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota",
@@ -40,6 +45,7 @@ class FileRestore(BaseModel):
     refused: list[str] = []  # not created on purpose: devices, FIFOs, unsafe paths
     renamed: list[str] = []  # written under another name, each with the reason
     failed: list[str] = []  # could not be read from the guest or written to the target
+    leftovers: list[str] = []  # temporary files of an interrupted restore, removed
     source_bytes_read: int = 0  # store bytes (image) fetched for this restore
     source_chunks_read: int = 0
     image_bytes: int = 0
@@ -54,7 +60,9 @@ class FileRestore(BaseModel):
                 f"hard links, {self.symlinks} symlinks, {self.dirs} directories; "
                 f"{self.bytes_written / 1e6:.1f} MB), {len(self.renamed)} renamed, "
                 f"{len(self.refused)} refused, {len(self.skipped)} skipped, "
-                f"{len(self.failed)} failed")
+                f"{len(self.failed)} failed"
+                + (f"; {len(self.leftovers)} temporary file(s) of an interrupted restore "
+                   f"removed" if self.leftovers else ""))
 
 
 class _ReadError(Exception):
@@ -91,7 +99,7 @@ class Restorer:
             out.refused.append(f"{where}: {exc}")
             return
         except _ReadError as exc:
-            out.failed.append(f"{where}: not read from the guest: {exc}"[:400])
+            out.failed.append(f"{where}: not restored: {exc}"[:400])
             return
         except OSError as exc:
             why = STOP_ERRNOS.get(exc.errno or 0)
@@ -154,6 +162,8 @@ class Restorer:
                 for b in it:
                     written += len(b)
                     yield b
+            except CorruptChunk as exc:  # this object's data is damaged; others may not be
+                raise _ReadError(f"damaged in the store: {exc}") from exc
             except DpflowError:
                 raise  # the store's or the session's failure, not this object's
             except Exception as exc:  # noqa: BLE001 - a damaged guest object
@@ -174,6 +184,8 @@ class Restorer:
             self.out.renamed.append(f"{'/'.join(orig)} -> {new} (name longer than "
                                     f"{self.t.name_max} bytes on the target)")
         self.t.name_changes.clear()
+        self.out.leftovers += self.t.leftovers
+        self.t.leftovers = []
 
 
 def restore_volume(r: Restorer, vol: GuestVolume, sel: Selection | None = None) -> int:
@@ -213,3 +225,20 @@ def _stream_blocks(vol: GuestVolume, e: Entry, block: int = 1 << 20) -> Iterator
     except Exception as exc:
         _reraise_reader_failure(vol.device, exc)  # the store failed: the session's error
         raise
+
+
+def catalogued_blocks(store: Any, row: Any) -> Iterator[bytes]:
+    """A catalogued file's bytes, each chunk verified by the store, the whole by digest;
+    a mismatch is the store's damage to this file (CorruptChunk), never written as is."""
+    chunks: list[str | None] = json.loads(row.chunks) if row.chunks else []
+    chunk_size, size, digest, what = row.chunk_size or 1, row.size, row.digest, row.path
+    h = blake3.blake3(max_threads=1)
+    left = size
+    for cid in chunks:
+        n = min(chunk_size, left)
+        data = bytes(n) if cid is None else store.get(cid)
+        h.update(data)
+        left -= len(data)
+        yield data
+    if left != 0 or (digest is not None and h.hexdigest() != digest):
+        raise CorruptChunk(f"{what}: restored bytes do not match the catalogued digest")

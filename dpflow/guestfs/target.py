@@ -3,8 +3,10 @@
 Every path is opened component by component from the target's directory descriptor with
 O_NOFOLLOW|O_DIRECTORY: a symlink already in the target (or restored earlier by the same
 restore) stops the restore of that path instead of being followed. Files are written to
-a short temporary name and renamed into place (a rename replaces a symlink, never
-writes through it); runs of zeros are left as holes. Symlinks are created verbatim,
+a short temporary name (locked while written) and renamed into place (a rename replaces a
+symlink, never writes through it); runs of zeros are left as holes. Temporary names an
+interrupted restore left behind are removed the next time a restore writes into that
+directory. Symlinks are created verbatim,
 absolute or relative, and never followed afterwards; hard links are made with
 follow_symlinks=False. Device files, FIFOs and sockets are never created.
 
@@ -17,10 +19,13 @@ is recorded in `name_changes`.
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import os
+import re
 import secrets
 import stat
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -103,6 +108,9 @@ class SafeTarget:
         self._dir_meta: dict[tuple[str, ...], tuple[int | None, int | None]] = {}
         #: original path (escaped components) -> the name it was given on the target
         self.name_changes: dict[tuple[str, ...], str] = {}
+        #: temporary files of an interrupted earlier restore, removed
+        self.leftovers: list[str] = []
+        self._swept: set[tuple[str, ...]] = set()
 
     def close(self) -> None:
         os.close(self.root_fd)
@@ -158,6 +166,18 @@ class SafeTarget:
             os.close(fd)
             raise
 
+    def _write_dir(self, parts: tuple[str, ...]) -> int:
+        """The directory an object is written into; the first time, temporary files an
+        interrupted restore left there are removed (and listed in `leftovers`)."""
+        fd = self._open_dir(parts)
+        if parts not in self._swept:
+            self._swept.add(parts)
+            try:
+                self.leftovers += [f"{'/'.join((*parts, n))}" for n in _sweep(fd)]
+            except OSError:
+                pass  # a sweep is a courtesy: never the reason a restore fails
+        return fd
+
     @staticmethod
     def _exists(dfd: int, name: str) -> os.stat_result | None:
         try:
@@ -206,7 +226,7 @@ class SafeTarget:
         if not parts:
             raise UnsafePath("empty path")
         mapped = self._map(parts)
-        dfd = self._open_dir(mapped[:-1])
+        dfd = self._write_dir(mapped[:-1])
         try:
             status, final = self._place(dfd, mapped, conflict)
             if status == "skipped":
@@ -216,6 +236,7 @@ class SafeTarget:
                          dir_fd=dfd)
             try:
                 try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # in use: no sweep removes it
                     _write_sparse(fd, blocks)
                     os.fchmod(fd, mode if mode is not None else 0o644)
                     if mtime_ns is not None:
@@ -237,7 +258,7 @@ class SafeTarget:
         if not target or "\x00" in target:
             return "refused: empty symlink target or one holding NUL"
         mapped = self._map(parts)
-        dfd = self._open_dir(mapped[:-1])
+        dfd = self._write_dir(mapped[:-1])
         try:
             status, final = self._place(dfd, mapped, conflict)
             if status == "skipped":
@@ -261,7 +282,7 @@ class SafeTarget:
         mapped = self._map(parts)
         sfd = self._open_dir(existing[:-1], create=False)
         try:
-            dfd = self._open_dir(mapped[:-1])
+            dfd = self._write_dir(mapped[:-1])
             try:
                 status, final = self._place(dfd, mapped, conflict)
                 if status == "skipped":
@@ -303,6 +324,41 @@ class SafeTarget:
                     os.utime(fd, ns=(mtime_ns, mtime_ns))
             finally:
                 os.close(fd)
+
+
+_TMP = re.compile(r"\.dpflow-[0-9a-f]{16}\.tmp")
+STALE_S = 60  # a temporary name unchanged this long, and unlocked, belongs to no restore
+
+
+def _sweep(dfd: int) -> list[str]:
+    """Remove the temporary names no live restore holds: unchanged for STALE_S (every
+    write changes a file's ctime) and, for files, not locked (a writer holds its lock
+    until the rename)."""
+    removed = []
+    for name in os.listdir(dfd):
+        if not _TMP.fullmatch(name):
+            continue
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if time.time() - st.st_ctime < STALE_S:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dfd)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(name, dir_fd=dfd)
+            except OSError:
+                continue  # being written right now
+            finally:
+                os.close(fd)
+        elif stat.S_ISLNK(st.st_mode):
+            os.unlink(name, dir_fd=dfd)
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 def _unlink_quietly(dfd: int, name: str) -> None:

@@ -111,7 +111,8 @@ def build(a: EvaArray) -> Iterator[CIMInstance]:
                     SecondsSinceFailover=CIMProperty(
                         "SecondsSinceFailover", None if since is None else max(0, int(since)),
                         type="uint64"),
-                    LinkUp=g.link_up, FullCopies=Uint32(g.full_copies), **common)
+                    LinkUp=g.link_up, FullCopies=Uint32(g.full_copies),
+                    Members=[local for local, _ in g.members], **common)
 
 
 class RemoteMethods:

@@ -28,8 +28,9 @@ class LogEntry:
     seq: int
     member: int
     block: int
-    data: bytes
+    data: bytes  # the bytes the host wrote, at `offset` inside the block
     at: float  # array clock when the host wrote it
+    offset: int = 0
 
 
 @dataclass
@@ -108,14 +109,27 @@ def save_logs(root: Path, groups: dict[str, DrGroup]) -> None:
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             for e in g.log:
-                head = json.dumps([e.seq, e.member, e.block, len(e.data), e.at]).encode()
-                f.write(head + b"\n" + e.data)
+                f.write(_entry_bytes(e))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     for stale in folder.glob("*.log"):
         if stale.stem not in groups:
             stale.unlink()
+
+
+def _entry_bytes(e: LogEntry) -> bytes:
+    head = json.dumps([e.seq, e.member, e.block, len(e.data), e.at, e.offset]).encode()
+    return head + b"\n" + e.data
+
+
+def append_journal(root: Path, name: str, e: LogEntry) -> None:
+    """Enhanced asynchronous mode: each logged write goes to the group's log file at
+    once, so a crashed array restarts with its log (save_logs compacts the file)."""
+    folder = root / "ca"
+    folder.mkdir(exist_ok=True)
+    with open(folder / f"{name}.log", "ab") as f:
+        f.write(_entry_bytes(e))
 
 
 def load_log(root: Path, name: str) -> list[LogEntry]:
@@ -125,7 +139,7 @@ def load_log(root: Path, name: str) -> list[LogEntry]:
     raw, out, pos = path.read_bytes(), [], 0
     while pos < len(raw):
         nl = raw.index(b"\n", pos)
-        seq, member, block, n, at = json.loads(raw[pos:nl])
-        out.append(LogEntry(seq, member, block, raw[nl + 1:nl + 1 + n], at))
+        seq, member, block, n, at, offset = json.loads(raw[pos:nl])
+        out.append(LogEntry(seq, member, block, raw[nl + 1:nl + 1 + n], at, offset))
         pos = nl + 1 + n
     return out

@@ -196,7 +196,7 @@ class EvaArray(BusinessCopy, ContinuousAccess, DrOperations):
                     old = bytearray(vd.disk.read_block(b))
                     old[inner:inner + n] = data[pos:pos + n]
                     block = bytes(old)
-                self.write_block(vd, b, block)
+                self.write_block(vd, b, block, (inner, n))
                 pos += n
 
     def read(self, name: str, offset: int, length: int) -> bytes:
@@ -216,10 +216,11 @@ class EvaArray(BusinessCopy, ContinuousAccess, DrOperations):
                 raise Refusal(FAILED, f"{p.kind} '{vd.name}' is broken (its disk group "
                                       "ran out of space) and holds no valid data")
 
-    def write_block(self, vd: VDisk, b: int, data: bytes) -> None:
+    def write_block(self, vd: VDisk, b: int, data: bytes,
+                    span: tuple[int, int] | None = None) -> None:
         """Every write to a block goes here: CA replication, copy-on-write, mirroring,
         delta tracking."""
-        self.ca_replicate(vd.name, b, data)
+        self.ca_replicate(vd.name, b, data, span)  # span: the bytes the host wrote
         for p in [p for p in self.pairs.values() if p.source == vd.name]:
             if p.state == "broken":
                 continue

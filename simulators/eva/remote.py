@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from simulators.eva.drgroup import MODES, DrGroup, LogEntry
+from simulators.eva.drgroup import MODES, DrGroup, LogEntry, append_journal
 from simulators.eva.link import Link, LinkDown
 from simulators.eva.objects import FAILED, INVALID, UNREACHABLE, Missing, Refusal
 
@@ -155,13 +155,16 @@ class ContinuousAccess:
             raise Refusal(FAILED, f"DR group '{g.name}' is failsafe-locked: the destination "
                                   "is unreachable and failsafe is on, host I/O is stopped")
 
-    def ca_replicate(self: EvaArray, vdisk: str, b: int, data: bytes) -> None:
-        """Called for every block write to a vdisk, before the local disk changes."""
+    def ca_replicate(self: EvaArray, vdisk: str, b: int, data: bytes,
+                     span: tuple[int, int] | None = None) -> None:
+        """Called for every block write to a vdisk, before the local disk changes; only
+        the bytes the host wrote (`span` inside the block) are sent or logged."""
         g = self.ca_group_of(vdisk)
         if g is None or g.role != "source":
             return
         m = g.member_index(vdisk)
         assert m is not None
+        offset, piece = (span[0], data[span[0]:span[0] + span[1]]) if span else (0, data)
         g.seq += 1
         if g.pending:
             g.pending.add((m, b))
@@ -169,8 +172,8 @@ class ContinuousAccess:
         if g.mode == "sync" and not g.log and not g.suspended and g.link_up:
             try:
                 ans = self._link(g.peer).send({"op": "write", "group": g.name, "seq": g.seq,
-                                               "member": m, "block": b,
-                                               "generation": g.generation}, data)
+                                               "member": m, "block": b, "offset": offset,
+                                               "generation": g.generation}, piece)
                 if ans.get("stale"):
                     g.seq -= 1
                     g.link_up = False  # the next hello settles who is the source
@@ -184,7 +187,10 @@ class ContinuousAccess:
                     raise Refusal(FAILED, f"DR group '{g.name}' is failsafe-locked: the "
                                           "destination is unreachable, host I/O is stopped"
                                   ) from None
-        g.log.append(LogEntry(g.seq, m, b, data, self.clock.now()))
+        entry = LogEntry(g.seq, m, b, piece, self.clock.now(), offset)
+        g.log.append(entry)
+        if g.mode == "enhanced":
+            append_journal(self.root, g.name, entry)
         if g.log_bytes() > g.log_capacity:
             self._overflow(g)
 
@@ -238,6 +244,8 @@ class ContinuousAccess:
                 return 0
             self._add_dirty(g, ans.get("blocks", []))
             g.link_up, g.failsafe_locked = True, False
+            while g.log and g.log[0].seq <= int(ans.get("seq", -1)):
+                g.log.pop(0)  # applied already (a journal replayed after a crash)
         sent = 0
         while True:
             with self.lock:
@@ -279,5 +287,6 @@ class ContinuousAccess:
         if g.log:
             e = g.log[0]
             return {"op": "write", "group": g.name, "seq": e.seq, "member": e.member,
-                    "block": e.block, "generation": g.generation}, e.data, len(e.data)
+                    "block": e.block, "offset": e.offset, "generation": g.generation}, \
+                e.data, len(e.data)
         return None, b"", 0

@@ -90,6 +90,7 @@ class DrOperations:
         dirty = {(e.member, e.block) for e in g.log} | g.pending
         g.role, g.generation, g.failover_at = "destination", generation, at
         g.log, g.pending = [], set()
+        g.seq = -1  # the new source numbers writes its own way: unknown until it sends
         g.consistent = not dirty
         g.suspended = g.failsafe_locked = g.merging = False
         return dirty
@@ -182,7 +183,13 @@ class DrOperations:
         g = self._rx_group(msg)
         if (stale := self._stale(g, msg)) is not None:
             return stale
-        self.write_block(self.vdisks[g.members[int(msg["member"])][0]], int(msg["block"]), data)
+        vd, b = self.vdisks[g.members[int(msg["member"])][0]], int(msg["block"])
+        offset = int(msg.get("offset", 0))
+        if offset or len(data) != vd.disk.block_len(b):  # a partial write: patch the block
+            block = bytearray(vd.disk.read_block(b))
+            block[offset:offset + len(data)] = data
+            data = bytes(block)
+        self.write_block(vd, b, data)
         if msg["op"] == "write":
             g.seq = int(msg["seq"])
         g.last_received_at = self.clock.now()
@@ -211,7 +218,7 @@ class DrOperations:
         g.generation = max(g.generation, gen)
         g.link_up = True
         blocks, g.pending = sorted(g.pending), set()  # what a demoted source must get back
-        return {"role": g.role, "blocks": blocks}
+        return {"role": g.role, "blocks": blocks, "seq": g.seq}
 
     def _rx_dirty(self: EvaArray, msg: dict[str, Any], _: bytes) -> None:
         self._add_dirty(self._rx_group(msg), msg["blocks"])

@@ -92,5 +92,8 @@ def load_state(a: EvaArray) -> None:
         g = DrGroup.from_json(d)
         g.log = load_log(a.root, g.name)
         if g.role == "source" and not state.get("clean", True):
-            a._overflow(g)  # writes after the last save are not in the log: copy all
+            if g.mode == "enhanced":  # the journal has every logged write
+                g.seq = max([g.seq] + [e.seq for e in g.log])
+            else:
+                a._overflow(g)  # writes after the last save are not in the log: copy all
         a.dr_groups[g.name] = g

@@ -4,15 +4,19 @@ package main
 //   /_fault      GET (rules + hit counters), POST (add rule or list of rules), DELETE (all, or ?id=N)
 //   /_datastore  POST {"name","freeSpace"} overrides a datastore's free space, DELETE clears
 //   /_cbt        GET CBT settings, POST {"page_limit": N, "drop_area": N|null} (cbt.go)
-//   /sdk         SOAP: method rules (task|soap|http|drop|delay), empty-200 repair
+//   /_session    GET session counters, POST {"expire": "all"} (sessions.go)
+//   /sdk         SOAP: method rules (task|soap|http|drop|delay|expire|hold|restart), ended sessions
+//                refused, empty-200 repair
 //   /guestFile   guest file transfers (guest.go), after path rules
-//   otherwise    path rules (http|drop|drop_after|delay), e.g. datastore /folder GETs
+//   otherwise    path rules (http|drop|drop_after|delay|expire|restart), e.g. datastore /folder
+//                GETs; /folder with an expired session cookie gets 401
 
 import (
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"regexp"
@@ -32,7 +36,7 @@ type Rule struct {
 	Method  string `json:"method,omitempty"`
 	Path    string `json:"path,omitempty"`
 	Verb    string `json:"verb,omitempty"` // optional HTTP method filter for path rules
-	Kind    string `json:"kind"`           // task|soap|http|drop|drop_after|delay
+	Kind    string `json:"kind"`           // task|soap|http|drop|drop_after|delay|expire|hold|restart
 	Count   int    `json:"count"`          // first N matching calls; 0 = always
 	Fault   string `json:"fault,omitempty"`
 	Status  int    `json:"status,omitempty"`
@@ -42,7 +46,8 @@ type Rule struct {
 	Hits    int    `json:"hits"`
 	Active  bool   `json:"active"`
 
-	re *regexp.Regexp
+	re   *regexp.Regexp
+	seen int64 // expire rules with bytes: bytes sent since the last firing
 }
 
 type faultSet struct {
@@ -60,9 +65,12 @@ var faults = &faultSet{
 
 func (s *faultSet) add(r *Rule) error {
 	switch r.Kind {
-	case "task", "soap", "http", "drop", "drop_after", "delay":
+	case "task", "soap", "http", "drop", "drop_after", "delay", "expire", "hold", "restart":
 	default:
-		return fmt.Errorf("unknown kind %q (task|soap|http|drop|drop_after|delay)", r.Kind)
+		return fmt.Errorf("unknown kind %q (task|soap|http|drop|drop_after|delay|expire|hold|restart)", r.Kind)
+	}
+	if r.Kind == "restart" && r.Ms <= 0 {
+		return fmt.Errorf("restart needs ms > 0 (how long the service is down)")
 	}
 	if (r.Method == "") == (r.Path == "") {
 		return fmt.Errorf("a rule needs exactly one of method or path")
@@ -73,9 +81,12 @@ func (s *faultSet) add(r *Rule) error {
 			return fmt.Errorf("path: %s", err)
 		}
 		r.re = re
-		if r.Kind == "task" || r.Kind == "soap" {
+		if r.Kind == "task" || r.Kind == "soap" || r.Kind == "hold" {
 			return fmt.Errorf("kind %s needs a SOAP method, not a path", r.Kind)
 		}
+	}
+	if (r.Kind == "expire" || r.Kind == "restart") && r.Path == "" && r.Bytes > 0 {
+		return fmt.Errorf("expire after bytes applies to datastore (path) requests")
 	}
 	if r.Kind == "drop_after" && r.Path == "" {
 		return fmt.Errorf("drop_after applies to datastore (path) requests")
@@ -110,6 +121,9 @@ func (s *faultSet) match(method, path, verb string) *Rule {
 	for _, r := range s.rules {
 		if r.Count > 0 && r.Hits >= r.Count {
 			continue
+		}
+		if (r.Kind == "expire" || r.Kind == "restart") && r.Bytes > 0 {
+			continue // fired by the bytes it counts (countBytes), not by a request
 		}
 		if method != "" {
 			if r.Method == "" || !strings.EqualFold(r.Method, method) {
@@ -175,6 +189,10 @@ func writeJSON(w http.ResponseWriter, status int, v interface{}) {
 }
 
 func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasPrefix(r.URL.Path, "/_") && serviceDown() {
+		drop(w) // the service restarts: clients find nobody (control endpoints still answer)
+		return
+	}
 	switch {
 	case r.URL.Path == "/_fault":
 		f.serveFault(w, r)
@@ -182,6 +200,8 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.serveDatastore(w, r)
 	case r.URL.Path == "/_cbt":
 		serveCBT(w, r)
+	case r.URL.Path == "/_session":
+		serveSession(w, r)
 	case strings.HasPrefix(r.URL.Path, "/sdk"):
 		f.serveSOAP(w, r)
 	default:
@@ -314,6 +334,27 @@ func applyFreeSpace() {
 	}
 }
 
+var vmConfigName = regexp.MustCompile(`(?s)<config\b[^>]*>.*?<name>([^<]*)</name>`)
+
+// duplicateVM is the name of the VM a CreateVM_Task request would create when the folder
+// already holds a VM of that name: vCenter refuses it (DuplicateName), vcsim does not.
+func duplicateVM(this types.ManagedObjectReference, body []byte) string {
+	m := vmConfigName.FindSubmatch(body)
+	folder, ok := simulator.Map.Get(this).(*simulator.Folder)
+	if m == nil || !ok {
+		return ""
+	}
+	name := html.UnescapeString(string(m[1]))
+	var children []types.ManagedObjectReference
+	simulator.Map.WithLock(folder, func() {
+		children = append(children, folder.ChildEntity...)
+	})
+	if simulator.Map.FindByName(name, children) != nil {
+		return name
+	}
+	return ""
+}
+
 var thisType = regexp.MustCompile(`(<_this\b[^>]*\btype=")VirtualMachine(")`)
 
 // soapMethod finds the method name and _this of a SOAP request without decoding it all.
@@ -401,7 +442,7 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 	}
 	method, this := soapMethod(body)
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	armed := false
+	armed, held := false, false
 	if rule := faults.match(method, "", r.Method); rule != nil {
 		switch rule.Kind {
 		case "delay":
@@ -421,6 +462,29 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 			fault, _ := faultByName(rule.Fault, rule.Message)
 			faults.arm(this, fault)
 			armed = true
+		case "expire":
+			sessions.expireAll()
+		case "hold":
+			armHold(this, rule.Ms)
+			held = true
+		case "restart":
+			restartService(time.Duration(rule.Ms) * time.Millisecond)
+			drop(w)
+			return
+		}
+	}
+	if sessions.refused(r, true) {
+		w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = w.Write(soapFaultXML("NotAuthenticated", "The session is not authenticated."))
+		return
+	}
+	if method == "CreateVM_Task" {
+		if name := duplicateVM(this, body); name != "" {
+			w.Header().Set("Content-Type", "text/xml; charset=utf-8")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write(soapFaultXML("DuplicateName", "The name '"+name+"' already exists."))
+			return
 		}
 	}
 
@@ -437,6 +501,10 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 	if armed {
 		faults.disarm(this)
 	}
+	if held {
+		disarmHold(this)
+	}
+	sessions.noteLogin(w.Header())
 	applyFreeSpace()
 	if bw.status == 0 {
 		bw.status = 200
@@ -493,7 +561,20 @@ func (f *front) servePath(w http.ResponseWriter, r *http.Request) {
 		case "drop_after":
 			f.next.ServeHTTP(&cutWriter{ResponseWriter: w, limit: rule.Bytes}, r)
 			return
+		case "expire":
+			sessions.expireAll()
+		case "restart":
+			restartService(time.Duration(rule.Ms) * time.Millisecond)
+			drop(w)
+			return
 		}
+	}
+	if strings.HasPrefix(r.URL.Path, "/folder") && sessions.refused(r, false) {
+		http.Error(w, "session expired: log in again", http.StatusUnauthorized)
+		return
+	}
+	if ids := faults.byteRules(r.URL.Path, r.Method); len(ids) > 0 {
+		w = &countingWriter{ResponseWriter: w, ids: ids}
 	}
 	if r.URL.Path == guestFilePath {
 		serveGuestFile(w, r)

@@ -28,7 +28,11 @@ func (taskHook) Reference() types.ManagedObjectReference { return hookRef }
 // pyVmomi shows as the exception's msg); vcsim's Task.Run puts the Go type name there.
 func (taskHook) UpdateObject(obj mo.Reference, changes []types.PropertyChange) {
 	t, ok := obj.(*mo.Task)
-	if !ok || t.Info.Error == nil || t.Info.Error.Fault == nil {
+	if !ok {
+		return
+	}
+	heldEnd(t)
+	if t.Info.Error == nil || t.Info.Error.Fault == nil {
 		return
 	}
 	for _, m := range t.Info.Error.Fault.GetMethodFault().FaultMessage {
@@ -47,6 +51,7 @@ func (taskHook) PutObject(obj mo.Reference) {
 	}
 	entity := *task.Info.Entity
 	id := task.Info.DescriptionId
+	holdTask(entity, task.Self)
 	fixTaskEntity(task)
 
 	run := task.Execute

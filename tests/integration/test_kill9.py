@@ -82,6 +82,21 @@ def test_kill_minus_nine_at_random_points(vcsim, dc_config, tmp_path):
         r = results[vm]
         assert r.status == "completed" and vcsim.snapshot_count(vm) == 0
         assert r.bytes_added < 80 * MiB  # chunks made durable before the kill were reused
+    # the killed sessions were closed as aborted (each by the next backup that started:
+    # the later killed ones closed the earlier), their temporary packs removed, and said so
+    from sqlalchemy import select
+
+    from dpflow.catalog import ObjectRow, SessionRow
+
+    with cat.session() as db:
+        states = sorted(db.execute(select(ObjectRow.name, SessionRow.status, SessionRow.message)
+                                   .join(SessionRow.object).where(ObjectRow.name.in_(vms))))
+    aborted = [(name, msg) for name, status, msg in states if status == "aborted"]
+    assert [name for name, _ in aborted] == vms and all("is gone" in m for _, m in aborted)
+    assert not [row for row in cat.running_sessions() if row.object.name in vms]
+    assert list(store.tmp_dir.glob("*.pack.tmp")) == []
+    cleaned = [line for vm in vms for line in results[vm].leftovers]
+    assert any(line.startswith("closed as aborted") for line in cleaned), cleaned
     assert verify_media(cfg, read_percent=100).ok
     restore_vm_image(cfg, vms[0], results[vms[0]].version_id, as_name=f"{vms[0]}-r")
     assert disk_bytes(vcsim, f"{vms[0]}-r", 0, 80 * MiB) == disk_bytes(vcsim, vms[0], 0,

@@ -68,10 +68,10 @@ def cfg(tmp_path: Path, eva: EvaServer, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("DPFLOW_TEST_ORA_PASSWORD", PASSWORD)
     monkeypatch.setenv(ROOT_ENV, str(tmp_path / "ora"))
     db = {"dsn": "dbhost:1521/{}", "user": "sys", "connect": "simulators.oracle.client:connect",
-          "password": {"env": "DPFLOW_TEST_ORA_PASSWORD"}, "connect_timeout_s": 5}
+          "password": {"env": "DPFLOW_TEST_ORA_PASSWORD"}, "connect_timeout_s": 30}
     c = {"arrays": [{"name": "eva1", "host": "127.0.0.1", "port": eva.port, "user": eva.user,
                      "password": {"env": "DPFLOW_TEST_EVA_PASSWORD"}, "ca_file": str(eva.ca_file),
-                     "backup_host": "proxy", "timeout_s": 2.0, "job_deadline_s": 20,
+                     "backup_host": "proxy", "timeout_s": 20.0, "job_deadline_s": 120,
                      "replica_kind": "snapclone", "keep": 2}],
          "databases": [dict(db, name=n, dsn=db["dsn"].format(n))
                        for n in ("ORCL", "NOARC", "SHARED")]

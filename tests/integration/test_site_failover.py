@@ -157,3 +157,58 @@ def test_failover_refused_while_suspended_and_test_failover_leaves_production(
     status = dr_status(cfg)
     assert [st.site for st in status] == ["A", "B"] and all(st.reachable for st in status)
     assert {g.name for g in status[0].groups} >= {"tst"}
+    from typer.testing import CliRunner
+
+    from dpflow_cli.main import app
+
+    r = CliRunner().invoke(app, ["dr", "status", "-c", cfg], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    rows = [ln for ln in r.output.splitlines() if " tst " in ln]
+    assert len(rows) == 2 and "source" in rows[0] and "destination" in rows[1]
+
+
+def test_remote_zdb_replica_at_site_b_is_catalogued(
+        sites_ok: TwoSites, tmp_path: Path, prefect_server: None) -> None:
+    """CA + BC: a replica set of the destination vdisks taken at site B, by the same
+    replicate flow as a local one, and catalogued with array EVA-B."""
+    from dpflow.environment import environment
+    from flows.luns import replicate_luns
+
+    s = sites_ok
+    cfg, (l1, _) = setup_group(s, tmp_path, "rz", mode="async")
+    s.host("A").write(l1, 0, b"replicated to B")
+    wait(lambda: s.dr_info("B", "rz")["seq"] == s.dr_info("A", "rz")["seq"], "replication")
+    r = replicate_luns(cfg, "rz-remote", ["rz-v1", "rz-v2"], "snapclone", keep=1,
+                       policy="strict", array="EVA-B")
+    assert r.status == "completed", r.message
+    rows = environment(cfg).catalog().replica_sets("rz-remote")
+    assert [(x.name, x.array) for x in rows] == [(r.replica_set, "EVA-B")]
+    s.host("A").write(l1, 0, b"later at A....")  # replication goes on; the replica holds
+    wait(lambda: s.dr_info("B", "rz")["seq"] == s.dr_info("A", "rz")["seq"], "replication")
+    from drivers.smis import SmisArray
+
+    b = SmisArray(s.b.connection())
+    target = f"{r.replica_set}-rz-v1"
+    lun = b.present(target, "esx-b", read_only=True).lun
+    assert s.host("B").read(lun, 0, 15) == b"replicated to B"
+    b.unpresent(target, "esx-b")
+    assert s.dr_info("B", "rz")["role"] == "destination"
+
+
+def test_site_b_array_failing_mid_failover_then_rerun_continues(
+        sites_ok: TwoSites, tmp_path: Path, prefect_server: None) -> None:
+    s = sites_ok
+    cfg, (l1, _) = setup_group(s, tmp_path, "crash")
+    s.host("A").write(l1, 0, b"kept")
+    s.b.faults.fail_method("ModifyReplicaSynchronization", rc=4,
+                           description="controller B restarting", count=1)
+    first = sf.failover_site(cfg, "B", planned=True)
+    g = first.groups[0]
+    assert g.status == "failed" and "controller B restarting" in g.message
+    # the state it stopped in: A fenced (no LUNs at esx-a), B still the destination
+    assert s.dr_info("B", "crash")["role"] == "destination"
+    with pytest.raises(OSError, match="no LUN"):
+        s.host("A").read(l1, 0, 4)
+    again = sf.failover_site(cfg, "B", planned=True)
+    assert again.ok and again.groups[0].status == "done", again.groups[0].message
+    assert s.host("B").read(lun_at(s, "B", "crash-v1"), 0, 4) == b"kept"

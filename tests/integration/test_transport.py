@@ -130,3 +130,32 @@ def test_datastore_not_visible_falls_back_to_network(vcsim, dc_config, tmp_path)
         backup_vm_image(only_direct, vm)
     assert vcsim.snapshot_count(vm) == 0  # the snapshot was released
     assert not os.listdir(elsewhere)
+
+
+def test_cli_restores_a_version_to_sparse_image_files(vcsim, dc_config, tmp_path):
+    """`dpflow restore vm NAME --to-dir DIR`: a store operation, zeros left as holes."""
+    import subprocess
+    import sys
+
+    from flows.vm_image import backup_vm_image
+
+    vm, data = new_vm(vcsim, tmp_path, 16 * MiB)
+    backup_vm_image(str(dc_config), vm)
+    out = tmp_path / "images"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dpflow_cli", "restore", "vm", vm,
+                               "--to-dir", str(out), "-c", str(dc_config), *args],
+                              capture_output=True, text=True, env=dict(os.environ))
+
+    p = cli()
+    assert p.returncode == 2 and "not a directory" in p.stderr + p.stdout
+    out.mkdir()
+    p = cli()
+    assert p.returncode == 0, p.stderr
+    image = out / f"{vm}-disk0.img"
+    assert image.read_bytes() == data
+    assert image.stat().st_blocks * 512 < 0.6 * len(data)  # half of this disk is zeros
+    p = cli()
+    assert p.returncode == 2 and "--force" in p.stderr + p.stdout
+    assert cli("--force").returncode == 0 and image.read_bytes() == data

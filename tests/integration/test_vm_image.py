@@ -149,6 +149,53 @@ def test_disk_read_faults_resume_and_version_is_exact(vcsim, dc_config, tmp_path
     assert disk_bytes(vcsim, f"{vm}-r", 0, len(data)) == data
 
 
+def test_session_ending_mid_copy_logs_in_again_and_version_is_exact(vcsim, dc_config,
+                                                                     tmp_path):
+    """vCenter ends the session after 8 MiB of disk reads (Bareos' 66-minute failure):
+    the copy logs in again, goes on, and the version restores bit for bit."""
+    from flows.vm_image import backup_vm_image, restore_vm_image
+
+    vm, contents = new_vm(vcsim, tmp_path, [24 * MiB, 8 * MiB])
+    hv = environment(dc_config).hypervisor()  # the driver the flow's tasks use
+    hv.check()
+    logins, before = hv.logins, vcsim.sessions()
+    rule = vcsim.set_fault(path=r"-flat\.vmdk$", kind="expire", bytes=8 * MiB, count=1)
+    r = backup_vm_image(str(dc_config), vm)
+    after = vcsim.sessions()
+    assert r.status == "completed" and r.snapshot_removed
+    assert [f["hits"] for f in vcsim.faults() if f["id"] == rule["id"]] == [1]  # it fired
+    assert after["refused_http"] > before["refused_http"]  # a read met the ended session
+    assert hv.logins == logins + 1  # one re-login, shared by the read streams
+    assert vcsim.snapshot_count(vm) == 0
+    vcsim.clear_faults()
+    restore_vm_image(str(dc_config), vm, r.version_id, as_name=f"{vm}-r")
+    for i, data in enumerate(contents):
+        assert disk_bytes(vcsim, f"{vm}-r", i, len(data)) == data
+
+
+def test_vcenter_service_restart_mid_copy_and_version_is_exact(vcsim, dc_config, tmp_path):
+    """vCenter's service restarts after 8 MiB of disk reads: 1 s without answers, every
+    session gone. The copy waits it out, logs in again and the version restores exactly."""
+    from flows.vm_image import backup_vm_image, restore_vm_image
+
+    vm, contents = new_vm(vcsim, tmp_path, [24 * MiB])
+    hv = environment(dc_config).hypervisor()
+    hv.check()
+    logins, before = hv.logins, vcsim.sessions()
+    rule = vcsim.set_fault(path=r"-flat\.vmdk$", kind="restart", bytes=8 * MiB, ms=1000,
+                           count=1)
+    r = backup_vm_image(str(dc_config), vm)
+    after = vcsim.sessions()
+    assert r.status == "completed" and r.snapshot_removed
+    assert [f["hits"] for f in vcsim.faults() if f["id"] == rule["id"]] == [1]
+    assert after["restarts"] == before["restarts"] + 1
+    assert hv.logins == logins + 1
+    assert vcsim.snapshot_count(vm) == 0
+    vcsim.clear_faults()
+    restore_vm_image(str(dc_config), vm, r.version_id, as_name=f"{vm}-r")
+    assert disk_bytes(vcsim, f"{vm}-r", 0, len(contents[0])) == contents[0]
+
+
 def test_permanent_read_failure_leaves_nothing(vcsim, dc_config, tmp_path):
     from flows.vm_image import backup_vm_image
 
@@ -224,13 +271,10 @@ def test_same_vm_sessions_never_overlap(vcsim, dc_config, tmp_path):
     vm, _ = new_vm(vcsim, tmp_path, [8 * MiB])
     vcsim.set_fault(path=r"-flat\.vmdk$", kind="delay", ms=40, count=0)
     results = []
-    def one() -> None:
-        results.append(backup_vm_image(str(dc_config), vm))
-
-    # each thread runs in a copy of this context: Prefect's settings (the test server's
-    # API URL) live in a context variable, not in the new thread's defaults
-    threads = [threading.Thread(target=contextvars.copy_context().run, args=(one,))
-               for _ in range(2)]
+    # each thread runs in a copy of this context: it carries the test server's settings
+    # (a bare thread would start Prefect's own ephemeral server)
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(
+        lambda: results.append(backup_vm_image(str(dc_config), vm)),)) for _ in range(2)]
     for t in threads:
         t.start()
     for t in threads:

@@ -211,3 +211,42 @@ def test_mode_change_rules_and_state_survives_restart(s: Sites, tmp_path: Path) 
     assert s.b.read("vd1", 0, BLOCK) == blk(4)
     with pytest.raises(Refusal, match="member of DR group"):
         a2.delete_vdisk("vd1")
+
+
+def test_the_log_holds_only_the_bytes_written(s: Sites) -> None:
+    s.a.write("vd1", 0, blk(1))
+    s.a.create_dr_group("dr", ["vd1"], "EVA-B", mode="async")
+    s.pump()
+    s.a.write("vd1", 100, b"abcd")
+    s.a.write("vd1", BLOCK - 2, b"wxyz")  # across a block boundary: two entries
+    info = s.a.dr_info("dr")
+    assert (info["log_writes"], info["log_bytes"]) == (3, 8)
+    s.pump()
+    want = bytearray(blk(1) + bytes(BLOCK))
+    want[100:104], want[BLOCK - 2:BLOCK + 2] = b"abcd", b"wxyz"
+    assert s.b.read("vd1", 0, 2 * BLOCK) == bytes(want)
+
+
+@pytest.mark.parametrize("mode,full_copies", [("enhanced", 0), ("async", 1)])
+def test_a_crash_keeps_the_enhanced_journal_and_forces_a_full_copy_otherwise(
+        s: Sites, tmp_path: Path, mode: str, full_copies: int) -> None:
+    s.a.create_dr_group("dr", ["vd1"], "EVA-B", mode=mode)
+    s.a.write("vd1", 0, blk(1))
+    s.pump()
+    s.wire.set(up=False)
+    s.a.write("vd1", BLOCK, b"after")
+    s.a.write("vd1", 2 * BLOCK, b"the link went")
+    # the process dies here: no close(), the last state.json is not a clean one
+    a2 = EvaArray(tmp_path / "a", clock=s.clock)
+    info = a2.dr_info("dr")
+    assert info["full_copies"] == full_copies
+    if mode == "enhanced":
+        assert info["log_writes"] >= 2 and info["pending_blocks"] == 0
+    a2.connect_peer("EVA-B", LocalLink(s.b, s.wire))
+    s.wire.set(up=True)
+    for _ in range(3):
+        a2.ca_pump()
+    assert a2.dr_info("dr")["state"] == "normal" and a2.dr_info("dr")["log_writes"] == 0
+    assert s.b.read("vd1", 0, BLOCK) == blk(1)
+    assert s.b.read("vd1", BLOCK, 5) == b"after"
+    assert s.b.read("vd1", 2 * BLOCK, 13) == b"the link went"

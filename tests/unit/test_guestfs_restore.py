@@ -5,6 +5,7 @@ links, symlinks (absolute ones too), symlink times, holes, forged entries, a ful
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -12,11 +13,16 @@ import re
 import stat
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import pytest
+
+from dpflow.errors import TransientError
 from dpflow.guestfs import RangeFile, SafeTarget, discover
 from dpflow.guestfs.restore import FileRestore, Restorer, TargetFailed, restore_volume
 from dpflow.guestfs.target import fit_name
+from dpflow.store.chunks import CorruptChunk
 from simulators.guest_fs_images import (
     MiB,
     ext4_from_tree,
@@ -209,11 +215,21 @@ def test_odd_target_errors_fail_one_object_not_the_restore(tmp_path):
             yield b"part"
             raise ValueError("damaged extent")
         r.restore(("v", "g"), "file", blocks=broken)
+
+        def corrupt():
+            yield b"part"
+            raise CorruptChunk("chunk 00ff does not match its hash (damaged on disk)")
+        r.restore(("v", "h"), "file", blocks=corrupt)
+        r.restore(("v", "i"), "file", blocks=lambda: iter([b"after"]))
+        with pytest.raises(TransientError):  # the store unreachable: the session's failure
+            r.restore(("v", "j"), "file", blocks=lambda: (_ for _ in ()).throw(
+                TransientError("store share went away")))
         r.finish()
     out = r.out
-    assert out.files == 1 and len(out.failed) == 2, out
+    assert out.files == 2 and len(out.failed) == 3, out
     assert "v/l: not written" in out.failed[0] and "damaged extent" in out.failed[1]
-    assert sorted(os.listdir(tmp_path / "v")) == ["f"]
+    assert "v/h: not restored: damaged in the store: chunk 00ff" in out.failed[2]
+    assert sorted(os.listdir(tmp_path / "v")) == ["f", "i"]
 
 
 def test_relinking_a_name_of_the_same_file_leaves_no_temporary_name(tmp_path):
@@ -268,3 +284,68 @@ def test_a_target_with_no_room_at_all_is_one_line_before_anything():
             print(json.dumps({"msg": str(exc)}))
     """, "256k,nr_inodes=32")
     assert got["msg"] and "not writable (No space left on device)" in got["msg"], got
+
+
+def test_temporary_files_of_an_interrupted_restore_are_removed_next_time(tmp_path):
+    v = tmp_path / "v"
+    v.mkdir()
+    dead, busy, link = (v / f".dpflow-{c * 16}.tmp" for c in "abc")
+    for p in (dead, busy):
+        p.write_bytes(b"half a file")
+    os.symlink("x", link)
+    (v / ".dpflow-not-ours.tmp").write_bytes(b"kept")
+
+    def restore(name: str) -> FileRestore:
+        with SafeTarget(tmp_path) as t:
+            r = Restorer(t, "skip")
+            r.restore(("v", name), "file", blocks=lambda: [b"data"])
+            r.finish()
+        return r.out
+
+    out = restore("first")  # all of them just made: none is stale yet
+    assert out.leftovers == [] and len(list(v.iterdir())) == 5
+    with open(busy, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a live restore writing it
+        real = time.time
+        time.time = lambda: real() + 3600  # ctime cannot be set back: the clock moves on
+        try:
+            out = restore("second")
+        finally:
+            time.time = real
+    assert sorted(p.name for p in v.iterdir()) == sorted(
+        [busy.name, ".dpflow-not-ours.tmp", "first", "second"])
+    assert sorted(out.leftovers) == [f"v/{dead.name}", f"v/{link.name}"]
+    assert "2 temporary file(s) of an interrupted restore removed" in out.totals()
+
+
+def test_a_damaged_or_lost_chunk_fails_its_file_only(tmp_path):
+    """Catalogued files read back from a store whose medium lost or damaged chunks."""
+    from types import SimpleNamespace
+
+    import blake3
+
+    from dpflow.guestfs.restore import catalogued_blocks
+    from dpflow.store.memory import MemoryChunkStore, MemoryMedium
+
+    medium = MemoryMedium()
+    store = MemoryChunkStore(medium)
+    rows = []
+    for name in ("good", "damaged", "lost", "wrong-digest"):
+        data = name.encode() * 1000
+        cid = store.chunk_id(data)
+        store.put(cid, data)
+        digest = blake3.blake3(b"other" if name == "wrong-digest" else data).hexdigest()
+        rows.append(SimpleNamespace(path=f"/{name}", chunks=json.dumps([cid]),
+                                    chunk_size=1 << 20, size=len(data), digest=digest))
+    store.flush()
+    medium.damage(json.loads(rows[1].chunks)[0])
+    medium.lose(json.loads(rows[2].chunks)[0])
+    with SafeTarget(tmp_path) as t:
+        r = Restorer(t, "skip")
+        for row in rows:
+            r.restore(("v", row.path[1:]), "file",
+                      blocks=lambda row=row: catalogued_blocks(store, row))
+        r.finish()
+    assert sorted(os.listdir(tmp_path / "v")) == ["good"]
+    assert r.out.files == 1 and len(r.out.failed) == 3, r.out.failed
+    assert all("damaged in the store" in f for f in r.out.failed), r.out.failed

@@ -84,9 +84,9 @@ def test_a_manifest_no_catalog_row_names_is_reported_but_not_a_failure(store):
 def test_prune_keeps_and_verify_checks_the_chunks_of_an_oracle_backup(store, tmp_path):
     from dpflow.catalog import Catalog
     from dpflow.catalog_oracle import commit_oracle_backup
+    from dpflow.catalog_refs import catalog_refs, catalogued_in_store
     from dpflow.store.maintenance import prune
     from dpflow.store.pipeline import StreamWriter
-    from tasks.maintenance import catalog_refs, catalogued_in_store
 
     w = StreamWriter(store, CS, workers=2)
     log, cf = os.urandom(3 * CS), os.urandom(CS)
