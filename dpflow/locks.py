@@ -9,8 +9,8 @@ server's repossessor must notice the expiry (PREFECT_SERVER_SERVICES_REPOSSESSOR
 and the waiting client must ask again (its retry interval is capped by
 PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS, with jitter of up to
 30 %). The local server dpflow starts sets both to SERVER_LOOP_S; Prefect's defaults
-(15 s and 30 s) would make the bound about 115 s. docs/prefect-ops.md says how to set
-them on a shared server.
+(15 s and 30 s) would make the bound about 115 s: on a shared Prefect server, set both
+environment variables to 5 before `prefect server start` to keep LEASE_BOUND_S.
 """
 
 from __future__ import annotations
