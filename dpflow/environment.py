@@ -11,6 +11,7 @@ decided by configuration through DRIVERS, never imported by a flow.
 from __future__ import annotations
 
 import importlib
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ class Environment:
         self._arrays: dict[str, ArrayDriver] = {}
         self._databases: dict[str, OracleDatabase] = {}
         self._catalog: Catalog | None = None
-        self._stores: dict[str, ChunkStore] = {}
+        self._stores: dict[tuple[str, str], ChunkStore] = {}  # (store, flow run) → open
         self._users = 0
 
     def hypervisor(self, name: str | None = None) -> Hypervisor:
@@ -90,16 +91,29 @@ class Environment:
             return self._catalog
 
     def store(self, name: str | None = None, *, create: bool = False) -> ChunkStore:
-        """The configured store, opened once per environment; only a backup may `create`
-        it (NotFound else)."""
+        """The configured store, opened once per flow run (its tasks share it) and closed
+        when that run ends; only a backup may `create` it (NotFound else).
+
+        Why per flow run and not per environment: a store object's pending chunks are
+        flushed or abandoned as a whole, so two VM backups running side by side must never
+        share one."""
         s = self.dc.store(name)
+        slot = (s.name, _flow_run_key())
         with _lock:
-            if s.name not in self._stores:
+            if slot not in self._stores:
                 key = parse_key(s.key.resolve()) if s.key else None
-                self._stores[s.name] = ChunkStore(
+                self._stores[slot] = ChunkStore(
                     s.path, compression_level=s.compression_level, key=key,
                     pack_target=s.pack_size_mib << 20).init(create=create)
-            return self._stores[s.name]
+            return self._stores[slot]
+
+    def release_run(self, run: str) -> None:
+        """Close the stores a finished flow run opened."""
+        with _lock:
+            mine = [k for k in self._stores if k[1] == run]
+            stores = [self._stores.pop(k) for k in mine]
+        for st in stores:
+            st.close()
 
     def close(self) -> None:
         """Release what was opened; the next use opens it again (so a closed environment
@@ -146,6 +160,7 @@ def open_environment(config_path: str | Path) -> Iterator[Environment]:
     """The environment for one flow run (or one CLI command): shared with nested users,
     released when the outermost one leaves, on every exit path."""
     env = environment(config_path)
+    run = _flow_run_key()
     with _lock:
         env._users += 1
     try:
@@ -156,3 +171,18 @@ def open_environment(config_path: str | Path) -> Iterator[Environment]:
             last = env._users == 0
         if last:
             env.close()
+        else:
+            env.release_run(run)
+
+
+def _flow_run_key() -> str:
+    """The flow run this code runs for ('' outside any): tasks report their flow's run."""
+    if "prefect.context" not in sys.modules:  # no Prefect in this process: no flow run
+        return ""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    task = TaskRunContext.get()
+    if task is not None and task.task_run.flow_run_id is not None:
+        return str(task.task_run.flow_run_id)
+    flow = FlowRunContext.get()
+    return str(flow.flow_run.id) if flow is not None and flow.flow_run is not None else ""
