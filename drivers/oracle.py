@@ -22,7 +22,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import oracledb
@@ -289,6 +289,8 @@ class OracleDriver:
                 sql += f" UNTIL CHANGE {int(value)}"  # type: ignore[arg-type]
             elif kind == "time":
                 assert isinstance(value, datetime)
+                if value.tzinfo is not None:  # Oracle reads it in the host's zone: UTC assumed
+                    value = value.astimezone(UTC).replace(tzinfo=None)
                 sql += f" UNTIL TIME '{value.strftime('%Y-%m-%d:%H:%M:%S')}'"
             else:
                 sql += " UNTIL CANCEL"

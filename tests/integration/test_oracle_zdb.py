@@ -23,7 +23,7 @@ from simulators.oracle.build import create_database, inject_drop, lose_archived_
 from simulators.oracle.client import ROOT_ENV, connect
 from simulators.oracle.workload import Workload, committed_rows
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 MiB = 1 << 20
 POOL = "DG1"
 HOSTS = {"proxy": ["5001438000000A01"], "dbhost": ["5001438000000B01"]}
