@@ -176,3 +176,4 @@ def restore_files(
             console.print(f"[yellow]{what}:[/] ... and {len(items) - SHOWN} more (all of them "
                           f"in the flow run's artifact)", highlight=False)
     console.print(f"totals: {r.totals()}", highlight=False)
+    exit_for(["partial"] if r.failed or r.refused else [])  # something listed was not restored

@@ -140,6 +140,11 @@ def _publish_restore(r: FileRestore, session_id: str, what: str) -> None:
                              description=r.totals())
 
 
+def restore_status(r: FileRestore) -> str:
+    """Partial when anything the user asked for was refused or failed (both listed)."""
+    return "partial" if r.failed or r.refused else "completed"
+
+
 def _check_restore_input(conflict: str) -> None:
     if conflict not in CONFLICTS:
         raise UserError(f"unknown conflict policy '{conflict}': use one of "
@@ -165,10 +170,11 @@ def restore_vm_files(config: str, vm: str, target: str, patterns: list[str],
             close_session(env, session_id, "failed", first_line(exc))
             raise
         _publish_restore(r, session_id, f"files of {vm} from version {version_id}")
-        close_session(env, session_id, "completed", f"from version {version_id}: {r.totals()}",
-                      0, r.bytes_written)
-        return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
-                                 target=target, seconds=time.perf_counter() - t0)
+        close_session(env, session_id, restore_status(r),
+                      f"from version {version_id}: {r.totals()}", 0, r.bytes_written)
+        return ended(FileRestoreResult(
+            **r.model_dump(), vm=vm, version_id=version_id, source="files",
+            target=target, seconds=time.perf_counter() - t0), restore_status(r), r.totals())
 
 
 @flow(name="restore-files-from-image", log_prints=True)
@@ -192,11 +198,12 @@ def restore_files_from_image(config: str, vm: str, target: str, patterns: list[s
             close_session(env, session_id, "failed", first_line(exc))
             raise
         _publish_restore(r, session_id, f"files of {vm} from image version {version_id}")
-        close_session(env, session_id, "completed",
+        close_session(env, session_id, restore_status(r),
                       f"from image version {version_id}: {r.totals()}", r.source_bytes_read,
                       r.bytes_written)
-        return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="image",
-                                 target=target, seconds=time.perf_counter() - t0)
+        return ended(FileRestoreResult(
+            **r.model_dump(), vm=vm, version_id=version_id, source="image",
+            target=target, seconds=time.perf_counter() - t0), restore_status(r), r.totals())
 
 
 @flow(name="restore-vm-files-into-guest", log_prints=True)
@@ -221,7 +228,10 @@ def restore_vm_files_into_guest(config: str, vm: str, guest_dir: str, patterns: 
             close_session(env, session_id, "failed", first_line(exc))
             raise
         _publish_restore(r, session_id, f"files of {vm} from version {version_id} into the guest")
-        close_session(env, session_id, "completed",
-                      f"from version {version_id} into the guest: {r.totals()}", 0, r.bytes_written)
-        return FileRestoreResult(**r.model_dump(), vm=vm, version_id=version_id, source="files",
-                                 target=f"guest:{guest_dir}", seconds=time.perf_counter() - t0)
+        close_session(env, session_id, restore_status(r),
+                      f"from version {version_id} into the guest: {r.totals()}", 0,
+                      r.bytes_written)
+        return ended(FileRestoreResult(
+            **r.model_dump(), vm=vm, version_id=version_id, source="files",
+            target=f"guest:{guest_dir}", seconds=time.perf_counter() - t0),
+            restore_status(r), r.totals())
