@@ -23,9 +23,8 @@ from dpflow.guestfs.target import CONFLICTS
 from dpflow.locks import exclusive
 from flows.outcomes import ended
 from tasks.catalog import close_session, open_session
-from tasks.filebackup import backup_disk_files, commit_files_version, plan_level
+from tasks.filebackup import DiskFiles, backup_disk_files, commit_files_version, plan_level
 from tasks.guestfiles import (
-    DiskFiles,
     FileRestore,
     check_restore_target,
     image_version_of,
