@@ -22,14 +22,14 @@ def catalog_refs(cat: Catalog, store_name: str) -> Iterator[tuple[str, str]]:
         q = (select(FileRow.version_id, FileRow.chunks).join(VersionRow)
              .where(VersionRow.store == store_name, FileRow.chunks.is_not(None)))
         for vid, chunks in db.execute(q):
-            for cid in json.loads(chunks):
+            for cid in json.loads(chunks or "[]"):
                 if cid:
                     yield vid, cid
         if not inspect(cat.engine).has_table(OracleBackupRow.__tablename__):
             return
-        q = (select(OracleBackupRow.version_id, OracleBackupRow.logs,
-                    OracleBackupRow.controlfile).where(OracleBackupRow.store == store_name))
-        for vid, logs, controlfile in db.execute(q):
+        oq = (select(OracleBackupRow.version_id, OracleBackupRow.logs,
+                     OracleBackupRow.controlfile).where(OracleBackupRow.store == store_name))
+        for vid, logs, controlfile in db.execute(oq):
             for item in [*json.loads(logs), json.loads(controlfile)]:
                 for chunk in item.get("chunks", []):
                     yield vid, chunk["id"]
@@ -47,5 +47,5 @@ def catalogued_in_store(cat: Catalog, store_name: str) -> list[Catalogued]:
             q = (select(OracleBackupRow.media_version_id, OracleBackupRow.database)
                  .where(OracleBackupRow.store == store_name,
                         OracleBackupRow.media_version_id.is_not(None)))
-            out += [Catalogued(mid, f"oracle:{name}") for mid, name in db.execute(q)]
+            out += [Catalogued(str(mid), f"oracle:{name}") for mid, name in db.execute(q)]
     return out

@@ -109,8 +109,8 @@ def run_oracle_demo(workdir: Path, console: Any, datafile_mib: int = 64
                      f"{len(got)} of {len(app.journal.ids())} acknowledged commits, none extra"))
         pit = instant_recover_oracle(config, DB, replica=zdbs[-1].replica_set, until_scn=point,
                                      shutdown_open=True)
-        got = committed_rows(DSN, "sys", PASSWORD)
-        exact = len(got) == before_point and all(s <= point for _, s in got)
+        pit_rows = committed_rows(DSN, "sys", PASSWORD)
+        exact = len(pit_rows) == before_point and all(s <= point for _, s in pit_rows)
         rows.append((f"point-in-time recovery to SCN {point}", "completed" if pit.resetlogs
                      else "FAILED", f"RESETLOGS, open at SCN {pit.scn}"))
         rows.append(("exactly the transactions up to the SCN", "yes" if exact else "NO",
