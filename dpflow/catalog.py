@@ -12,7 +12,7 @@ import socket
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     create_engine,
@@ -260,7 +261,7 @@ class FileCatalog:
                               files_changed=sum(1 for f in files if f.get("changed"))))
             db.flush()
             if files:
-                db.execute(FileRow.__table__.insert(),
+                db.execute(cast(Table, FileRow.__table__).insert(),  # one executemany
                            [{**f, "version_id": version_id} for f in files])
 
     def file_sets(self, name: str) -> list[FileSetRow]:
@@ -276,7 +277,7 @@ class FileCatalog:
 
     def file_set(self, version_id: str) -> FileSetRow:
         with self.session() as db:
-            row = db.get(FileSetRow, version_id)
+            row: FileSetRow | None = db.get(FileSetRow, version_id)
             if row is None:
                 raise NotFound(f"'{version_id}' is not a file-level version: "
                                f"`dpflow versions` lists image versions")
@@ -359,7 +360,7 @@ class Catalog(ReplicaCatalog, FileCatalog):
                               .where(SessionRow.id == session_id,
                                      SessionRow.status == "running")
                               .values(status="aborted", message=message[:2000], ended=now()))
-            return bool(done.rowcount)
+            return bool(getattr(done, "rowcount", 0))
 
     def get_session(self, session_id: str) -> SessionRow:
         with self.session() as db:

@@ -183,7 +183,7 @@ def _walk_volume(vol: GuestVolume, sel: Selection, base: dict[tuple[str, str], A
             rec.update(digest=None, chunks=None, chunk_size=None, changed=True)
             prev = base.get((e.volume, e.path))
             if e.kind == "file":
-                if _unchanged(prev, e):
+                if prev is not None and _unchanged(prev, e):
                     rec.update(digest=prev.digest, chunks=prev.chunks,
                                chunk_size=prev.chunk_size, changed=False)
                     out.files.append(rec)
@@ -206,7 +206,7 @@ def _walk_volume(vol: GuestVolume, sel: Selection, base: dict[tuple[str, str], A
                     finish(rec, e, None)
                     continue
                 pending.append((rec, e, futs))
-                while pending and in_flight > prefetch.WINDOW:
+                while pending and prefetch is not None and in_flight > prefetch.WINDOW:
                     r, pe, pf = pending.popleft()
                     in_flight -= pe.size
                     finish(r, pe, pf)

@@ -3,6 +3,7 @@ an image version, to a directory or into the running guest. (Backup: tasks/fileb
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def restore_catalogued_files(env: Environment, vm: str, version: str, patterns: 
             r.restore((f.volume, *split_path(f.path)), f.kind, mode=f.mode,
                       mtime_ns=f.mtime_ns, attributes=f.attributes, link=f.target,
                       inode=f.inode or 0, nlink=f.nlink or 1,
-                      blocks=lambda f=f: catalogued_blocks(store, f))
+                      blocks=partial(catalogued_blocks, store, f))
         r.finish()
     return r.out
 

@@ -228,7 +228,8 @@ class ExtVolume(GuestVolume):
         return e
 
     def open(self, entry: Entry) -> BinaryIO:
-        return entry.node.open()
+        stream: BinaryIO = entry.node.open()
+        return stream
 
     def extents(self, entry: Entry) -> list[tuple[int | None, int]] | None:
         flags = entry.node.inode.i_flags
@@ -288,7 +289,8 @@ class NtfsVolume(GuestVolume):
                      nlink=len(rec.filenames(ignore_dos=True)) or 1, target=target, node=rec)
 
     def open(self, entry: Entry) -> BinaryIO:
-        return entry.node.open()
+        stream: BinaryIO = entry.node.open()
+        return stream
 
     def extents(self, entry: Entry) -> list[tuple[int | None, int]] | None:
         from dissect.ntfs.c_ntfs import ATTRIBUTE_TYPE_CODE

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import blake3
@@ -201,7 +202,7 @@ def restore_volume(r: Restorer, vol: GuestVolume, sel: Selection | None = None) 
             found += 1
             r.restore((e.volume, *split_path(e.path)), e.kind, mode=e.mode,
                       mtime_ns=e.mtime_ns, attributes=e.attributes, link=e.target,
-                      inode=e.inode, nlink=e.nlink, blocks=lambda e=e: _stream_blocks(vol, e))
+                      inode=e.inode, nlink=e.nlink, blocks=partial(_stream_blocks, vol, e))
     except (DpflowError, _ReadError):
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged volume, reported

@@ -45,7 +45,7 @@ class CorruptChunk(PermanentError):
     """A chunk is missing, unreadable, or its bytes do not hash to its id."""
 
 
-def chunk_id(data: bytes) -> str:
+def chunk_id(data: bytes | memoryview) -> str:
     """The id of `data` in an unencrypted store."""
     return blake3.blake3(data, max_threads=1).hexdigest()
 
@@ -127,7 +127,7 @@ class ChunkStore:
         return self.sealer is not None
 
     # --- ids and codecs --------------------------------------------------------
-    def chunk_id(self, data: bytes) -> str:
+    def chunk_id(self, data: bytes | memoryview) -> str:
         """The id of `data` in this store (keyed when the store is encrypted)."""
         return self.sealer.chunk_id(data) if self.sealer else chunk_id(data)
 
@@ -137,7 +137,7 @@ class ChunkStore:
             c = self._local.zc = zstandard.ZstdCompressor(level=self.level)
         return c
 
-    def encode(self, cid: str, data: bytes) -> bytes:
+    def encode(self, cid: str, data: bytes | memoryview) -> bytes:
         packed = self._compressor().compress(data)
         blob = bytes([CODEC_ZSTD]) + packed if len(packed) < len(data) else \
             bytes([CODEC_RAW]) + data
@@ -179,7 +179,7 @@ class ChunkStore:
                 return True
         return self.index.lookup(cid) is not None
 
-    def put(self, cid: str, data: bytes) -> int:
+    def put(self, cid: str, data: bytes | memoryview) -> int:
         """Store `data` under `cid` unless present; returns the bytes added to the store.
 
         The chunk is durable only after flush(): call it before a manifest refers to it.

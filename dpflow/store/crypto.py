@@ -43,7 +43,7 @@ class Sealer:
         self._aead = AESGCM(
             blake3.blake3(master, derive_key_context="dpflow 2026 chunk seal").digest())
 
-    def chunk_id(self, data: bytes) -> str:
+    def chunk_id(self, data: bytes | memoryview) -> str:
         return blake3.blake3(data, key=self.id_key, max_threads=1).hexdigest()
 
     def seal(self, plain: bytes, aad: bytes) -> bytes:

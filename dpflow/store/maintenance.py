@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dpflow.errors import PermanentError
 from dpflow.store.chunks import ChunkStore, CorruptChunk
@@ -51,7 +52,7 @@ def unregister_backup(store: ChunkStore, session_id: str) -> None:
     (store.locks_dir / f"{session_id}.session").unlink(missing_ok=True)
 
 
-def live_backups(store: ChunkStore) -> list[dict]:
+def live_backups(store: ChunkStore) -> list[dict[str, Any]]:
     """Registered backups that may still run (dead local processes and old ones are not)."""
     out = []
     for p in store.locks_dir.glob("*.session"):

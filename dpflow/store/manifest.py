@@ -9,6 +9,7 @@ version. Encrypted stores seal manifests too, bound to their version id.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -42,7 +43,7 @@ class VersionManifest(BaseModel):
     disks: list[DiskManifest]
 
 
-def _path(store: ChunkStore, version_id: str):  # noqa: ANN202 - Path
+def _path(store: ChunkStore, version_id: str) -> Path:
     return store.versions_dir / f"{version_id}.manifest"
 
 

@@ -53,7 +53,7 @@ class MemoryChunkStore:
         if self._closed:
             raise StoreClosed("memory store was closed")
 
-    def chunk_id(self, data: bytes) -> str:
+    def chunk_id(self, data: bytes | memoryview) -> str:
         return self.sealer.chunk_id(data) if self.sealer else chunk_id(data)
 
     def has(self, cid: str) -> bool:
@@ -64,7 +64,7 @@ class MemoryChunkStore:
         with self.medium.lock:
             return cid in self.medium.blobs
 
-    def put(self, cid: str, data: bytes) -> int:
+    def put(self, cid: str, data: bytes | memoryview) -> int:
         self._open()
         if self.chunk_id(data) != cid:
             raise ValueError(f"chunk id {cid} is not the id of the {len(data)} bytes given")

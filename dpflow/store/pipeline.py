@@ -228,7 +228,7 @@ def backup_disk(
     zeros = _ZeroIds(store)
 
     def work(run: list[int]) -> list[tuple[int, str | None, int, int]]:
-        out = []
+        out: list[tuple[int, str | None, int, int]] = []
         for index, piece in zip(run, _read_run(reader, run, chunk_size), strict=True):
             cid = store.chunk_id(piece)
             n = len(piece)
@@ -294,7 +294,8 @@ def restore_blocks(
 
 
 def verify_disk(
-    reader: RangeReader, disk: DiskManifest, id_of: Callable[[bytes], str], *, workers: int,
+    reader: RangeReader, disk: DiskManifest, id_of: Callable[[bytes | memoryview], str], *,
+    workers: int,
     progress: Progress | None = None,
 ) -> list[int]:
     """Read a written disk back and return the indexes of chunks that differ from the manifest."""

@@ -37,7 +37,7 @@ class ChunkStoreProtocol(Protocol):
         """Whether chunk ids are keyed and blobs sealed."""
         ...
 
-    def chunk_id(self, data: bytes) -> str:
+    def chunk_id(self, data: bytes | memoryview) -> str:
         """The id of `data` in this store: a pure function of the bytes (and the store's
         key, if any); equal bytes always get equal ids, different bytes different ones."""
         ...
@@ -47,7 +47,7 @@ class ChunkStoreProtocol(Protocol):
         caller need not put it again before the next flush(). Never raises for an unknown id."""
         ...
 
-    def put(self, cid: str, data: bytes) -> int:
+    def put(self, cid: str, data: bytes | memoryview) -> int:
         """Accept `data` under `cid`, idempotently; returns the bytes this call added (0 when
         the chunk was already durable or pending: across threads of one store object, each
         chunk is added exactly once).
