@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from prefect.blocks.core import Block
 from pydantic import Field
@@ -63,7 +64,7 @@ def read(dc: str) -> tuple[str, str, Path]:
             raise UserError(f"cannot read config {p}: {exc.strerror}; pass --config FILE "
                             f"or the name of a registered data centre") from exc
     try:
-        block = DataCentreBlock.load(dc)
+        block: Any = DataCentreBlock.load(dc)  # sync call: a block, not a coroutine
     except ValueError as exc:
         raise UserError(f"unknown data centre '{dc}': register it with `dpflow dc register "
                         f"-c FILE --name {dc}` (a Prefect block)") from exc

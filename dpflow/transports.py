@@ -10,7 +10,7 @@ Callers record the transport used, so a version says how it was read.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dpflow.errors import UserError
 from drivers.protocols import DiskInfo, DiskReader
@@ -48,7 +48,8 @@ def open_reader(env: Environment, vcenter: str, disk: DiskInfo
     """A reader of `disk`, the transport's name, and the transports passed over."""
     transport, path, passed = _choose(env, disk)
     if path is not None:
-        return DirectDisk(path, disk.capacity_bytes), transport, passed
+        direct: Any = DirectDisk(path, disk.capacity_bytes)  # reads give a bytearray
+        return direct, transport, passed
     return env.hypervisor(vcenter).open_disk(disk), transport, passed
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import requests
@@ -46,7 +46,7 @@ class VSphere(Hunter, VcConnection):
         self._datacenter()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        return self.call(what, fn)
+        return cast(T, self.call(what, fn))
 
     # --- inventory -------------------------------------------------------------
     def _datacenter(self) -> Any:
@@ -85,7 +85,7 @@ class VSphere(Hunter, VcConnection):
         out = []
         for d in devices:
             if isinstance(d, vim.vm.device.VirtualDisk):
-                fn = d.backing.fileName
+                fn = getattr(d.backing, "fileName", "")
                 out.append(DiskInfo(key=d.key, label=d.deviceInfo.label if d.deviceInfo else "",
                                     capacity_bytes=d.capacityInBytes or d.capacityInKB * 1024,
                                     datastore=fn[1:fn.index("]")], file_name=fn,
@@ -162,7 +162,7 @@ class VSphere(Hunter, VcConnection):
         while offset < size:
             try:
                 # objects bound inside the call: after a re-login they use the new session
-                info = self._call(f"changed areas of {disk.file_name}", lambda o=offset:
+                info = self._call(f"changed areas of {disk.file_name}", lambda o=offset:  # type: ignore[misc]
                                   self._vm_by_moref(snap.vm_moref).QueryChangedDiskAreas(
                                       snapshot=vim.vm.Snapshot(snap.moref, self.si._stub),
                                       deviceKey=disk.key, startOffset=o,
@@ -384,7 +384,7 @@ class VSphere(Hunter, VcConnection):
     def destroy_vm(self, vm: VmInfo) -> None:
         def go() -> None:
             obj = self._vm_by_moref(vm.moref)
-            if obj.runtime.powerState == vim.VirtualMachinePowerState.poweredOn:
+            if str(obj.runtime.powerState) == "poweredOn":
                 self.wait(obj.PowerOffVM_Task(), "power off")
             self.wait(obj.Destroy_Task(), "destroy")
         try:

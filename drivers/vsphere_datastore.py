@@ -73,6 +73,7 @@ class DatastoreDisk:
                 raise PermanentError(f"server answers {sent} bytes for a "
                                      f"{end - start + 1}-byte range")
             body = r.raw._fp  # http.client response: readinto lands in the caller's buffer
+            assert body is not None, "a streamed response has its http.client body"
             try:
                 while got < len(view):
                     n = body.readinto(view[got:])

@@ -16,7 +16,7 @@ import http.client
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pyVmomi import vim, vmodl
 
@@ -77,7 +77,7 @@ class Hunter:
                         and str(info.state) in _ACTIVE):
                     out.append(oc.obj._moId)
             return out
-        return self.call(f"recent {description_id} tasks", go)
+        return cast(list[str], self.call(f"recent {description_id} tasks", go))
 
     def _settle(self, entity_moref: str, description_id: str, what: str) -> None:
         """Wait for every running creation task of that kind on the object to end."""

@@ -25,7 +25,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import requests
 from pyVim.connect import Disconnect, SmartConnect
@@ -65,7 +65,7 @@ def translate(exc: BaseException, what: str) -> Exception:
     if isinstance(exc, vim.fault.InvalidLogin):
         return UserError(f"{what}: wrong user or password (InvalidLogin)")
     if isinstance(exc, _TRANSIENT_FAULTS):
-        return TransientError(f"{what}: {_fault_text(exc)}")
+        return TransientError(f"{what}: {_fault_text(cast(vmodl.MethodFault, exc))}")
     if isinstance(exc, vmodl.MethodFault):
         return PermanentError(f"{what}: {_fault_text(exc)}")
     if isinstance(exc, ssl.SSLCertVerificationError):

@@ -39,7 +39,7 @@ def question(obj: str, choices: list[Choice]) -> type[RunInput]:
     labels = tuple(c.label for c in choices)
     return create_model(  # type: ignore[call-overload,no-any-return]
         "RestorePoint", __base__=RunInput,
-        restore_point=(Literal[labels], Field(  # type: ignore[valid-type]
+        restore_point=(Literal[labels], Field(  # type: ignore[valid-type,arg-type]
             title=f"Restore point of {obj}",
             description="the version to restore; newest first")))
 
