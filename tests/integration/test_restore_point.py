@@ -4,6 +4,7 @@ restores exactly the version chosen, bit for bit."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 
 import pytest
@@ -47,8 +48,10 @@ def test_restore_vm_asks_for_the_restore_point(vcsim, dc_config):
         restore_vm(vm, version="nope", dc=str(dc_config))
 
     out: dict = {}
-    t = threading.Thread(target=lambda: out.update(r=restore_vm(
-        vm, restore_as=f"{vm}-r", dc=str(dc_config))))
+    # in a copy of this context: the thread keeps the test server's settings (a bare
+    # thread would start Prefect's own ephemeral server)
+    t = threading.Thread(target=contextvars.copy_context().run, args=(lambda: out.update(
+        r=restore_vm(vm, restore_as=f"{vm}-r", dc=str(dc_config))),))
     t.start()
     run = poll(paused_run("restore-vm", vm), 120)
     keyset = keyset_from_paused_state(run.state)
