@@ -43,6 +43,8 @@ def _free_port() -> int:
 def quiet_defaults() -> None:
     """Settings every dpflow process wants before Prefect reads its configuration."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the CLI runs plan and catalog steps before any flow: their logs stay local, no warning
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     os.environ.setdefault("PREFECT_HOME", str(home() / "prefect"))
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 

@@ -18,7 +18,7 @@ from dpflow.catalog import VersionRow
 from dpflow.environment import Environment, open_environment
 from dpflow.errors import UserError, first_line
 from dpflow.locks import exclusive
-from dpflow.store.manifest import VersionManifest
+from dpflow.store.manifest import VersionManifest, read_manifest
 from drivers.protocols import VmInfo
 from flows.outcomes import ended
 from tasks.maintenance import clean_leftovers
@@ -27,7 +27,6 @@ from tasks.media import (
     backup_disk,
     check_version_readable,
     commit_version,
-    load_manifest,
     previous_version,
     restore_disk,
     verify_restored_disk,
@@ -166,7 +165,7 @@ def plan_restore(env: Environment, vm: str, version: str | None) -> tuple[Versio
     if row.object.kind != "vm":
         raise UserError(f"version {row.id} is a {row.object.kind} version, not an image "
                         f"version; restore its files with `dpflow restore files`")
-    return row, load_manifest(env, row.id)
+    return row, read_manifest(env.store(row.store), row.id)  # no task: the CLI calls it too
 
 
 def backup_one(config: str, name: str, store: str | None = None) -> BackupResult:

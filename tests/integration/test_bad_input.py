@@ -80,7 +80,7 @@ def mistakes(tmp: Path, other_version: str) -> list[Mistake]:
           _file(b"this is not a certificate\n", "vcenters.0.ca_file")),
         M("catalog_url not a URL", ["versions"], "not a database URL",
           _set("catalog_url", "::not a url::")),
-        M("catalog_url unknown database", ["versions"], "no database driver",
+        M("catalog_url unknown database", ["versions"], "cannot open the catalog",
           _set("catalog_url", "nosuchdb://host/db")),
         M("catalog not writable", ["versions"], "cannot open the catalog",
           _set("catalog_url", "sqlite:////proc/dpflow/catalog.db")),
