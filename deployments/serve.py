@@ -1,56 +1,99 @@
-"""The nightly data centre: dpflow's flows on schedules, served by one process.
+"""The data centre's deployments: every dpflow path as a Prefect deployment, served by
+one process (or run by workers of a process pool: deployments/prefect.yaml).
 
-    uv run python deployments/serve.py --config dpflow.yaml --vms web01 db01
+    uv run python deployments/serve.py --dc default --vms web01 db01
 
-Image backups every night (CBT incrementals after the first), a weekly verify that
-reads 10 % of the chunks, and a weekly forget + prune. Each is an ordinary Prefect
-deployment: trigger, pause or re-schedule it from the Prefect UI, or run the same flows
-on a process work pool with `prefect deploy` (deployments/prefect.yaml) for many proxies.
+Scheduled: the nightly image backup (CBT incrementals after the first), a weekly verify
+reading 10 % of the chunks, a weekly forget + prune. On demand, from the UI or
+`run_deployment`: single-VM image and file backups, and the restores (VM, files, files
+out of an image, LUNs), whose restore point the run asks for when it starts. Chained by
+dpflow events (automations created with the deployments): a VM whose nightly backup
+failed is backed up again an hour later (once), and a VM a verify found damaged gets a
+new full backup.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 from dpflow.retention import KeepPolicy
 
+RETRY_AFTER = timedelta(hours=1)
 
-def build(config: str, vms: list[str], *, backup_cron: str = "0 1 * * *",
-          verify_cron: str = "0 6 * * 0", prune_cron: str = "0 7 * * 0") -> list[Any]:
+
+def retry_trigger(after: timedelta = RETRY_AFTER) -> Any:
+    """dpflow.backup.failed of a planned run (attempt 1) → back that VM up again, once."""
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name="dpflow: back up a failed VM again", expect={"dpflow.backup.failed"},
+        match={"dpflow.kind": "vm", "dpflow.attempt": "1"}, schedule_after=after,
+        parameters={"vm": "{{ event.resource.name }}", "attempt": 2})
+
+
+def damage_trigger() -> Any:
+    """dpflow.verify.damage for a VM → a new full backup of it (no reuse of its chunks)."""
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name="dpflow: full backup of a VM with damaged versions",
+        expect={"dpflow.verify.damage"}, match={"dpflow.kind": "vm"},
+        parameters={"vm": "{{ event.resource.name }}", "full": True})
+
+
+def build(dc: str, vms: list[str], *, backup_cron: str = "0 1 * * *",
+          verify_cron: str = "0 6 * * 0", prune_cron: str = "0 7 * * 0",
+          retry_after: timedelta = RETRY_AFTER) -> list[Any]:
     """The deployments, validated but not yet served (tests build them too)."""
-    from dpflow import config as cfg
+    from dpflow import datacentre
     from flows.maintenance import forget_versions, prune_media, verify_media
-    from flows.vm_image import backup_vms
+    from flows.night import backup_vms
+    from flows.restores import restore_files, restore_image_files, restore_luns, restore_vm
+    from flows.vm_files import backup_vm_files
+    from flows.vm_image import backup_vm_image
 
-    cfg.load(Path(config))  # a bad data-centre file stops here, with its one line
+    datacentre.load(dc)  # an unknown data centre or a bad file stops here, with one line
     keep = KeepPolicy(daily=7, weekly=4, monthly=12)
+    on = {"dc": dc}
     return [
         backup_vms.to_deployment("nightly-image-backup", cron=backup_cron,
-                                 parameters={"config": config, "vms": vms}),
+                                 parameters={**on, "vms": vms}),
+        backup_vm_image.to_deployment("vm-image-backup", parameters=on,
+                                      triggers=[retry_trigger(retry_after)]),
+        backup_vm_image.to_deployment("full-backup-after-damage", parameters=on,
+                                      triggers=[damage_trigger()]),
+        backup_vm_files.to_deployment("vm-file-backup", parameters=on),
         verify_media.to_deployment("weekly-verify", cron=verify_cron,
-                                   parameters={"config": config, "read_percent": 10.0}),
+                                   parameters={**on, "read_percent": 10.0}),
         forget_versions.to_deployment("weekly-forget", cron=prune_cron,
-                                      parameters={"config": config,
-                                                  "policy": keep.model_dump(),
+                                      parameters={**on, "policy": keep.model_dump(),
                                                   "apply": True}),
         prune_media.to_deployment("weekly-prune", cron=prune_cron,
-                                  parameters={"config": config, "apply": True}),
+                                  parameters={**on, "apply": True}),
+        restore_vm.to_deployment("restore-vm", parameters=on),
+        restore_files.to_deployment("restore-files", parameters=on),
+        restore_image_files.to_deployment("restore-files-from-image", parameters=on),
+        restore_luns.to_deployment("restore-luns", parameters=on),
     ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="dpflow.yaml")
-    ap.add_argument("--vms", nargs="+", required=True)
+    ap.add_argument("--dc", default="default",
+                    help="registered data-centre name (or a data-centre file)")
+    ap.add_argument("--vms", nargs="+", required=True, help="VMs of the nightly backup")
+    ap.add_argument("--backup-cron", default="0 1 * * *")
+    ap.add_argument("--retry-after-s", type=float, default=RETRY_AFTER.total_seconds())
     args = ap.parse_args()
     from prefect import serve
 
     from dpflow import prefect_server
 
     prefect_server.ensure_server()
-    serve(*build(str(Path(args.config).resolve()), args.vms))
+    serve(*build(args.dc, args.vms, backup_cron=args.backup_cron,
+                 retry_after=timedelta(seconds=args.retry_after_s)))
 
 
 if __name__ == "__main__":

@@ -370,6 +370,11 @@ class Catalog(ReplicaCatalog, FileCatalog):
             _ = row.object
             return row
 
+    def version_of_session(self, session_id: str) -> str | None:
+        """The version a session made, if it made one."""
+        with self.session() as db:
+            return db.scalar(select(VersionRow.id).where(VersionRow.session_id == session_id))
+
     # --- versions --------------------------------------------------------------
     def commit_version(self, *, version_id: str, session_id: str, object_kind: str, name: str,
                        store: str, created: datetime, quiesced: bool, bytes_read: int,

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dpflow import config as cfg
+from dpflow import datacentre
 from dpflow.catalog import Catalog
 from dpflow.errors import NotFound, UserError
 from dpflow.store import ChunkStore
@@ -31,9 +32,9 @@ _lock = threading.Lock()
 
 
 class Environment:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.dc = cfg.load(path)
+    def __init__(self, path: Path | str, dc: cfg.DataCentre | None = None) -> None:
+        self.path = path  # the file, or "data centre 'NAME'" for a registered one
+        self.dc = dc if dc is not None else cfg.load(Path(path))
         self._hypervisors: dict[str, Hypervisor] = {}
         self._arrays: dict[str, ArrayDriver] = {}
         self._databases: dict[str, OracleDatabase] = {}
@@ -140,7 +141,18 @@ _loaded: dict[tuple[str, int], Environment] = {}
 
 
 def environment(config_path: str | Path) -> Environment:
-    """The process-wide environment for a config file (reloaded when the file changes)."""
+    """The process-wide environment of a data centre: a registered name (a Prefect block,
+    dpflow.datacentre) or a data-centre file; reloaded when the document changes."""
+    if isinstance(config_path, str) and not datacentre.is_file_ref(config_path):
+        source, text, base = datacentre.read(config_path)  # unknown name: one line
+        key = (f"block:{config_path}", hash(text))
+        with _lock:
+            env = _loaded.get(key)
+        if env is None:
+            env = Environment(source, cfg.parse(text, source, base))
+            with _lock:
+                env = _loaded.setdefault(key, env)
+        return env
     p = Path(config_path).resolve()
     try:
         mtime = p.stat().st_mtime_ns

@@ -21,14 +21,18 @@ from typing import Any, Literal
 
 from prefect.events import emit_event
 
-Kind = Literal["vm", "lungroup", "store"]
+Kind = Literal["vm", "lungroup", "database", "store"]
+KIND_OF_OBJECT: dict[str, Kind] = {"vm": "vm", "vmfiles": "vm", "lungroup": "lungroup",
+                                   "oracle": "database"}
 
 NAMES = (
     "dpflow.backup.completed",      # a VM image or file backup made a version
     "dpflow.backup.failed",         # ... failed: nothing was catalogued, no snapshot left
     "dpflow.backup.skipped",        # ... skipped for lack of space (not a failure)
+    "dpflow.backup.partial",        # ... made a version, but something was left out
     "dpflow.restore.completed",     # a VM, files or LUNs were given back and verified
     "dpflow.restore.failed",        # ... failed: no half-restored VM is left
+    "dpflow.restore.partial",       # ... restored, but some objects could not be
     "dpflow.replica.created",       # an array replica set became a version
     "dpflow.replica.failed",        # ... failed: no replica set, no presentation left
     "dpflow.replica.rotated",       # old replica sets were deleted by rotation
@@ -67,3 +71,24 @@ def emit(event: str, kind: Kind, name: str, *, session_id: str | None = None,
 def outcome(what: str, status: str) -> str:
     """The event name of a flow's end: outcome('backup', 'skipped') → dpflow.backup.skipped."""
     return f"dpflow.{what}.{status}"
+
+
+def session_ended(session_kind: str, object_kind: str, name: str, status: str, *,
+                  session_id: str, version_id: str | None = None, attempt: int = 1,
+                  message: str = "", **payload: Any) -> Any:
+    """The event of a catalogued session's end: backup-*, restore-*/recover-*, replicate-*.
+    Sessions of other kinds (none today) emit nothing."""
+    kind = KIND_OF_OBJECT.get(object_kind)
+    what = ("backup" if session_kind.startswith("backup") else
+            "restore" if session_kind.startswith(("restore", "recover")) else
+            "replica" if session_kind.startswith("replicate") else None)
+    if kind is None or what is None:
+        return None
+    ending = status
+    if what == "replica":
+        ending = "created" if status == "completed" else "failed"
+    elif status not in ("completed", "failed", "skipped", "partial"):
+        ending = "failed"  # aborted and the like: it did not end well
+    return emit(outcome(what, ending), kind, name, session_id=session_id,
+                version_id=version_id, attempt=attempt, status=status, message=message,
+                session_kind=session_kind, object_kind=object_kind, **payload)

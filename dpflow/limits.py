@@ -13,6 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import (
@@ -28,6 +29,7 @@ from dpflow.locks import limit_name
 
 _known: dict[str, int] = {}
 _lock = threading.Lock()
+_held: ContextVar[tuple[str, ...]] = ContextVar("dpflow_backup_slot", default=())
 
 
 def proxy_name(dc: DataCentre) -> str:
@@ -74,10 +76,18 @@ def ensure(limits: dict[str, int]) -> None:
 @contextmanager
 def backup_slot(dc: DataCentre, datastore: str, host: str,
                 timeout_s: float = 6 * 3600) -> Iterator[list[str]]:
-    """Hold one slot of this proxy's, the datastore's and the host's limit."""
+    """Hold one slot of this proxy's, the datastore's and the host's limit. Re-entrant:
+    the VM's flow, started by backup_vms while it holds the slot, does not take another."""
     limits = backup_limits(dc, proxy_name(dc), datastore, host)
-    ensure(limits)
     names = sorted(limits)
+    if _held.get() == tuple(names):
+        yield names
+        return
+    ensure(limits)
     with concurrency(names, occupy=1, timeout_seconds=timeout_s, strict=True,
                      lease_duration=60):
-        yield names
+        token = _held.set(tuple(names))
+        try:
+            yield names
+        finally:
+            _held.reset(token)

@@ -113,7 +113,8 @@ def run_demo(workdir: Path, disk_mib: int, console: Console) -> None:
         api = prefect_server.ensure_server()
         console.print(f"Prefect UI: [link]{prefect_server.ui_url(api)}[/link]")
 
-        from flows.vm_image import backup_vm_image, backup_vms, restore_vm_image
+        from flows.night import backup_vms
+        from flows.vm_image import backup_vm_image, restore_vm_image
 
         writer = GuestWriter(sim, "db01", size)
         writer.start()

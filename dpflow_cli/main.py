@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from dpflow_cli import dr, files, luns, media, oracle, vm  # noqa: F401 - each registers its commands
+from dpflow_cli import dc, dr, files, luns, media, oracle, vm  # noqa: F401 - each registers
 from dpflow_cli.app import app, console, guard, server_app
 
 

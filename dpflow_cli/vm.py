@@ -32,7 +32,8 @@ def backup_vm(names: Annotated[list[str], typer.Argument(help="VM names")],
 
     def go() -> Any:
         from dpflow.environment import environment
-        from flows.vm_image import backup_one, backup_vms
+        from flows.night import backup_vms
+        from flows.vm_image import backup_one
 
         env = environment(cfg)
         # unknown store, wrong or missing key: one line, nothing touched

@@ -54,6 +54,7 @@ class VmInfo(BaseModel):
     moref: str
     power_state: str
     datastore: str
+    host: str = ""  # the ESX host running it (backups are limited per host)
     num_cpu: int = 1
     memory_mb: int = 128
     guest_id: str = "otherGuest"

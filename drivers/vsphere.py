@@ -100,7 +100,8 @@ class VSphere(Hunter, VcConnection):
         return VmInfo(name=vm.name, moref=vm._moId, power_state=str(vm.runtime.powerState),
                       datastore=ds, num_cpu=cfg.hardware.numCPU, memory_mb=cfg.hardware.memoryMB,
                       guest_id=cfg.guestId or "otherGuest", disks=disks,
-                      annotation=cfg.annotation or "")
+                      annotation=cfg.annotation or "",
+                      host=vm.runtime.host.name if vm.runtime.host else "")
 
     def find_vm(self, name: str) -> VmInfo:
         return self._call(f"find VM {name}", lambda: self._vm_info(self._vm_obj(name)))

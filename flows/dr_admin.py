@@ -26,8 +26,8 @@ class SiteStatus(BaseModel):
 
 
 @flow(name="dr-protect", log_prints=True)
-def protect(config: str) -> list[DrGroupInfo]:
-    with open_environment(config) as env:
+def protect(dc: str) -> list[DrGroupInfo]:
+    with open_environment(dc) as env:
         dc = env.dc
         out = []
         for g in dc.dr_groups:
@@ -38,8 +38,8 @@ def protect(config: str) -> list[DrGroupInfo]:
 
 
 @flow(name="dr-status", log_prints=True)
-def dr_status(config: str) -> list[SiteStatus]:
-    with open_environment(config) as env:
+def dr_status(dc: str) -> list[SiteStatus]:
+    with open_environment(dc) as env:
         dc = env.dc
         out = []
         for s in dc.sites:

@@ -20,6 +20,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
+from dpflow import events
 from dpflow.environment import Environment, open_environment
 from dpflow.errors import TransientError, UserError, first_line
 from dpflow.locks import exclusive
@@ -109,12 +110,12 @@ def plan_replicate(env: Environment, group: str, luns: list[str], kind: str | No
 
 
 @flow(name="replicate-luns", log_prints=True)
-def replicate_luns(config: str, group: str, luns: list[str], kind: str | None = None,
+def replicate_luns(dc: str, group: str, luns: list[str], kind: str | None = None,
                    keep: int | None = None, policy: str | None = None,
                    array: str | None = None) -> ReplicaResult:
     """A tracked replica set of `luns` (one point in time), rotation keeping `keep`."""
     t0 = time.perf_counter()
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         plan = plan_replicate(env, group, luns, kind, keep, policy, array)
         arr = plan.array
         with exclusive("lungroup", group), \
@@ -147,6 +148,9 @@ def replicate_luns(config: str, group: str, luns: list[str], kind: str | None = 
             result.message = made.note
             try:
                 result.rotated = rotate(env, arr, group, plan.keep)
+                if result.rotated:
+                    events.emit("dpflow.replica.rotated", "lungroup", group, session_id=s.id,
+                                rotated=result.rotated)
             except Exception as exc:  # noqa: BLE001 - the new version stands
                 get_run_logger().warning("rotation of %s failed, the new version stands: %s",
                                          group, exc)
@@ -158,11 +162,11 @@ def replicate_luns(config: str, group: str, luns: list[str], kind: str | None = 
 
 
 @flow(name="restore-luns-from-replica", log_prints=True)
-def restore_luns_from_replica(config: str, group: str, replica_set: str | None = None,
+def restore_luns_from_replica(dc: str, group: str, replica_set: str | None = None,
                               detach_hosts: bool = False) -> RestoreLunsResult:
     """Instant Recovery without an application: the group's LUNs back to a replica set."""
     t0 = time.perf_counter()
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         row = env.catalog().replica_set(group, replica_set)
         arr, name = row.array, row.name
         with exclusive("lungroup", group), \

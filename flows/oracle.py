@@ -114,11 +114,11 @@ def plan_zdb(env: Environment, db: str, kind: str | None, keep: int | None, poli
 
 
 @flow(name="backup-oracle-zdb", log_prints=True)
-def backup_oracle_zdb(config: str, db: str, kind: str | None = None, keep: int | None = None,
+def backup_oracle_zdb(dc: str, db: str, kind: str | None = None, keep: int | None = None,
                       policy: str | None = None, store: str | None = None,
                       to_media: bool = False) -> ZdbResult:
     """A Zero Downtime Backup of database `db`: seconds in backup mode, then logs to media."""
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         from dpflow.catalog_oracle import group_of
 
         t0 = time.perf_counter()
@@ -199,11 +199,11 @@ def point_of(until_scn: int | None, until_time: datetime | None) -> Until | None
 
 
 @flow(name="instant-recover-oracle", log_prints=True)
-def instant_recover_oracle(config: str, db: str, replica: str | None = None,
+def instant_recover_oracle(dc: str, db: str, replica: str | None = None,
                            until_scn: int | None = None, until_time: datetime | None = None,
                            shutdown_open: bool = False) -> RecoverResult:
     """Instant Recovery: the datafile LUNs back to a replica, recovered, open."""
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         from dpflow.catalog_oracle import oracle_backup
 
         t0 = time.perf_counter()

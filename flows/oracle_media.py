@@ -26,12 +26,12 @@ from tasks.oracle_media import write_lun_from_media
 
 
 @flow(name="restore-oracle-from-media", log_prints=True)
-def restore_oracle_from_media(config: str, db: str, version: str | None = None,
+def restore_oracle_from_media(dc: str, db: str, version: str | None = None,
                               until_scn: int | None = None, until_time: datetime | None = None,
                               shutdown_open: bool = False, store: str | None = None
                               ) -> RecoverResult:
     """The datafile LUNs back from their images in the store, recovered, open."""
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         import json
 
         from dpflow.catalog_oracle import oracle_backup

@@ -92,9 +92,9 @@ def failover_plan(env: Environment, site: str, planned: bool,
 
 
 @flow(name="failover-site", log_prints=True)
-def failover_site(config: str, site: str, planned: bool = True, dry_run: bool = False,
+def failover_site(dc: str, site: str, planned: bool = True, dry_run: bool = False,
                   groups: list[str] | None = None) -> SiteResult:
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         start = time.monotonic()
         plan = failover_plan(env, site, planned, groups)
         res = SiteResult(action="planned failover" if planned else "unplanned failover", site=site,
@@ -158,9 +158,9 @@ def failback_plan(env: Environment, site: str, only: list[str] | None = None) ->
 
 
 @flow(name="failback-site", log_prints=True)
-def failback_site(config: str, site: str, dry_run: bool = False,
+def failback_site(dc: str, site: str, dry_run: bool = False,
                   groups: list[str] | None = None) -> SiteResult:
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         start = time.monotonic()
         res = SiteResult(action="failback", site=site, dry_run=dry_run,
                          plan=failback_plan(env, site, groups))
@@ -206,9 +206,9 @@ test_failover_plan.__test__ = False  # type: ignore[attr-defined]  # not a pytes
 
 
 @flow(name="test-failover", log_prints=True)
-def test_failover(config: str, site: str, dry_run: bool = False,
+def test_failover(dc: str, site: str, dry_run: bool = False,
                   groups: list[str] | None = None) -> SiteResult:
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         start = time.monotonic()
         dc, specs = _groups(env, site, "remote", groups)
         res = SiteResult(action="test failover", site=site, dry_run=dry_run,

@@ -66,12 +66,12 @@ class FileRestoreResult(FileRestore):
 
 
 @flow(name="backup-vm-files", log_prints=True)
-def backup_vm_files(config: str, vm: str, level: str = "full",
+def backup_vm_files(dc: str, vm: str, level: str = "full",
                     include: list[str] | None = None, exclude: list[str] | None = None,
                     store: str | None = None, full_if_needed: bool = False) -> FileBackupResult:
     """Back up the guest files of one VM from a point-in-time snapshot."""
     t0 = time.perf_counter()
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         log = get_run_logger()
         env.store(store, create=True)  # unknown store, wrong key: one line, no session
         level, base = plan_level(env, vm, level, store, full_if_needed)
@@ -151,10 +151,10 @@ def _check_restore_input(conflict: str) -> None:
 
 
 @flow(name="restore-vm-files", log_prints=True)
-def restore_vm_files(config: str, vm: str, target: str, patterns: list[str],
+def restore_vm_files(dc: str, vm: str, target: str, patterns: list[str],
                      version: str | None = None, conflict: str = "skip") -> FileRestoreResult:
     """Files and directories of a file-level version to a directory on the proxy."""
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         from dpflow.guestfs import SafeTarget
 
         t0 = time.perf_counter()
@@ -177,12 +177,12 @@ def restore_vm_files(config: str, vm: str, target: str, patterns: list[str],
 
 
 @flow(name="restore-files-from-image", log_prints=True)
-def restore_files_from_image(config: str, vm: str, target: str, patterns: list[str],
+def restore_files_from_image(dc: str, vm: str, target: str, patterns: list[str],
                              version: str | None = None,
                              conflict: str = "skip") -> FileRestoreResult:
     """Single files out of an image version, without restoring the VM: the version's disks
     are read lazily (only the chunks the file systems need) with a small cache."""
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         from dpflow.guestfs import SafeTarget
 
         t0 = time.perf_counter()
@@ -206,13 +206,13 @@ def restore_files_from_image(config: str, vm: str, target: str, patterns: list[s
 
 
 @flow(name="restore-vm-files-into-guest", log_prints=True)
-def restore_vm_files_into_guest(config: str, vm: str, guest_dir: str, patterns: list[str],
+def restore_vm_files_into_guest(dc: str, vm: str, guest_dir: str, patterns: list[str],
                                 version: str | None = None, conflict: str = "skip",
                                 guest_user: str | None = None,
                                 guest_password_env: str | None = None) -> FileRestoreResult:
     """Files of a file-level version back into the running guest (vSphere guest
     operations: InitiateFileTransferToGuest, then an HTTP PUT), under `guest_dir`."""
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         from tasks.guestfiles import guest_password, restore_into_guest
 
         t0 = time.perf_counter()

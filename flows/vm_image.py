@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from dpflow.catalog import VersionRow
 from dpflow.environment import Environment, open_environment
 from dpflow.errors import UserError, first_line
+from dpflow.limits import backup_slot
 from dpflow.locks import exclusive
 from dpflow.store.manifest import VersionManifest, read_manifest
 from drivers.protocols import VmInfo
@@ -83,13 +84,23 @@ class RestoreResult(BaseModel):
 
 
 @flow(name="backup-vm-image", log_prints=True)
-def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupResult:
-    """Back up every disk of one VM from a point-in-time snapshot."""
+def backup_vm_image(dc: str, vm: str, store: str | None = None, full: bool = False,
+                    attempt: int = 1) -> BackupResult:
+    """Back up every disk of one VM from a point-in-time snapshot.
+
+    Args:
+        dc: the registered data centre (`dpflow dc list`), or a data-centre file
+        vm: the VM to back up
+        store: the store to write to (default: the data centre's first)
+        full: read every disk whole (no CBT incremental on the previous version)
+        attempt: 1 for a planned run; an automation running a failed VM again passes 2
+    """
     t0 = time.perf_counter()
-    with open_environment(config) as env:
-        env.store(store, create=True)  # unknown store, wrong key: one line, no session
+    with open_environment(dc) as env:
+        env.store(store, create=True)  # unknown store, wrong or missing key: one line
         vcenter, info = find_vm(env, vm)
-        with exclusive("vm", vm), session(env, "backup-image", vm) as s:
+        with backup_slot(env.dc, info.datastore, info.host), exclusive("vm", vm), \
+                session(env, "backup-image", vm) as s:
             result = BackupResult(vm=vm, status="failed", session_id=s.id)
             why_not = check_space(env, vcenter, info, store)
             if why_not:
@@ -99,7 +110,7 @@ def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupRes
                 return ended(result, "skipped", why_not)
             with registered(env, store, s.id):
                 result.leftovers = clean_leftovers(env, store, s.id, ("vm", vm)).lines()
-                previous = previous_version(env, vm, store)
+                previous = None if full else previous_version(env, vm, store)
                 enable_change_tracking(env, vcenter, info)
                 with frozen_snapshot(env, vcenter, info, s.id) as frozen:
                     disks = snapshot_disks(env, vcenter, frozen.snap)
@@ -120,12 +131,12 @@ def backup_vm_image(config: str, vm: str, store: str | None = None) -> BackupRes
 
 
 @flow(name="restore-vm-image", log_prints=True)
-def restore_vm_image(config: str, vm: str, version: str | None = None,
+def restore_vm_image(dc: str, vm: str, version: str | None = None,
                      as_name: str | None = None, force: bool = False,
                      power_on_after: bool = False) -> RestoreResult:
     """Give a VM back from a version: as a new VM, or in place over a powered-off one."""
     t0 = time.perf_counter()
-    with open_environment(config) as env:
+    with open_environment(dc) as env:
         row, manifest = plan_restore(env, vm, version)
         source = VmInfo.model_validate(manifest.vm)
         vcenter = env.dc.vcenters[0].name
@@ -168,23 +179,17 @@ def plan_restore(env: Environment, vm: str, version: str | None) -> tuple[Versio
     return row, read_manifest(env.store(row.store), row.id)  # no task: the CLI calls it too
 
 
-def backup_one(config: str, name: str, store: str | None = None) -> BackupResult:
+def backup_one(dc: str, name: str, store: str | None = None) -> BackupResult:
     """One VM's backup flow run; its failure becomes a failed result, not an exception.
     For a single VM the CLI calls this directly: one flow run less (≥ 1 s) than
     backup_vms."""
-    state = backup_vm_image(config, name, store, return_state=True)
+    state = backup_vm_image(dc, name, store, return_state=True)
     if state.is_completed():
-        return state.result()
+        result: BackupResult = state.result()
+        return result
     msg = str(state.message or "failed")
     try:
         state.result()
     except Exception as exc:  # noqa: BLE001 - reported per VM
         msg = first_line(exc)
     return BackupResult(vm=name, status="failed", session_id="", message=msg)
-
-
-@flow(name="backup-vms", log_prints=True)
-def backup_vms(config: str, vms: list[str], store: str | None = None) -> list[BackupResult]:
-    """Several VMs in one run; a failed VM does not stop the others."""
-    with open_environment(config):  # one vCenter login and store for every VM
-        return [backup_one(config, name, store) for name in vms]

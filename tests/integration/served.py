@@ -55,16 +55,19 @@ class Served:
                                       *args], cwd=ROOT, env=env, stdout=self._out,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
-    def wait_deployment(self, name: str, timeout_s: float = 120) -> Any:
+    def wait_deployment(self, name: str, dc: str, timeout_s: float = 120) -> Any:
+        """The deployment once this process has applied it (its `dc` parameter is ours:
+        a deployment of the same name from an earlier process may still be there)."""
         from prefect.client.orchestration import get_client
         from prefect.exceptions import ObjectNotFound
 
         def ready() -> Any:
             with get_client(sync_client=True) as c:
                 try:
-                    return c.read_deployment_by_name(name)
+                    d = c.read_deployment_by_name(name)
                 except ObjectNotFound:
                     return None
+            return d if d.parameters.get("dc") == dc else None
         return poll(ready, timeout_s, lambda: self.alive())
 
     def alive(self) -> bool:

@@ -44,3 +44,25 @@ def test_unknown_name_and_bad_file_are_one_line(tmp_path):
     assert name not in datacentre.names()  # nothing saved
     with pytest.raises(UserError, match="bad data-centre name"):
         datacentre.register(bad, "Not A Name")
+
+
+def test_cli_registers_lists_and_refuses(tmp_path, monkeypatch):
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.integration.test_cli import assert_one_line, run
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    f = tmp_path / "dc.yaml"
+    f.write_text(DOC)
+    name = unique("cli")
+    code, out = run("dc", "register", "-c", str(f), "--name", name)
+    assert code == 0 and f"registered data centre {name}" in out, out
+    code, out = run("dc", "list")
+    assert code == 0 and name in out.split(), out
+    code, out = run("dc", "show", name)
+    assert code == 0 and "prefect_secret: vc1-password" in out, out
+    assert_one_line(*run("dc", "show", "nowhere"), "unknown data centre 'nowhere'")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DOC + "nightly: yes\n")
+    assert_one_line(*run("dc", "register", "-c", str(bad), "--name", unique("cli")),
+                    "unknown key")
