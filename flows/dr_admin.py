@@ -28,10 +28,10 @@ class SiteStatus(BaseModel):
 @flow(name="dr-protect", log_prints=True)
 def protect(dc: str) -> list[DrGroupInfo]:
     with open_environment(dc) as env:
-        dc = env.dc
+        dcm = env.dc
         out = []
-        for g in dc.dr_groups:
-            home, remote = dc.site(g.home), dc.site(g.remote)
+        for g in dcm.dr_groups:
+            home, remote = dcm.site(g.home), dcm.site(g.remote)
             out.append(dr.ensure_group(env, home.array, g.name, list(g.vdisks), remote.array,
                                        g.mode, g.failsafe))
         return out
@@ -40,9 +40,9 @@ def protect(dc: str) -> list[DrGroupInfo]:
 @flow(name="dr-status", log_prints=True)
 def dr_status(dc: str) -> list[SiteStatus]:
     with open_environment(dc) as env:
-        dc = env.dc
+        dcm = env.dc
         out = []
-        for s in dc.sites:
+        for s in dcm.sites:
             try:
                 out.append(SiteStatus(site=s.name, array=s.array, reachable=True,
                                       groups=dr.list_groups(env, s.array)))

@@ -78,13 +78,13 @@ def announce_verify(env: Environment, store: str | None, report: VerifyReport) -
         events.emit("dpflow.verify.completed", "store", name, versions=report.versions,
                     chunks_checked=report.chunks_checked)
         return
-    broken: dict[tuple[str, str], list[str]] = {}
+    broken: dict[tuple[events.Kind, str], list[str]] = {}
     cat = env.catalog()
     for vid in report.unrestorable:
         row = cat.version(vid)
-        kind = events.KIND_OF_OBJECT.get(row.object.kind)
-        if kind is not None:
-            broken.setdefault((kind, row.object.name), []).append(vid)
+        obj_kind = events.KIND_OF_OBJECT.get(row.object.kind)
+        if obj_kind is not None:
+            broken.setdefault((obj_kind, row.object.name), []).append(vid)
     for (kind, obj), vids in broken.items():
         events.emit("dpflow.verify.damage", kind, obj, version_id=vids[-1], store=name,
                     versions=vids, message=report.unrestorable[vids[-1]])

@@ -40,7 +40,8 @@ def back_up_one(dc: str, vm: str, store: str | None, attempt: int) -> BackupResu
         return BackupResult(vm=vm, status="failed", session_id="", message=first_line(exc))
 
 
-@flow(name="backup-vms", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=THREADS))
+@flow(name="backup-vms", log_prints=True,
+      task_runner=ThreadPoolTaskRunner(max_workers=THREADS))  # type: ignore[arg-type]
 def backup_vms(dc: str, vms: list[str], store: str | None = None,
                attempt: int = 1) -> list[BackupResult]:
     """Image backups of several VMs at once; a failed VM does not stop the others.

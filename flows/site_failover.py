@@ -99,12 +99,12 @@ def failover_site(dc: str, site: str, planned: bool = True, dry_run: bool = Fals
         plan = failover_plan(env, site, planned, groups)
         res = SiteResult(action="planned failover" if planned else "unplanned failover", site=site,
                          dry_run=dry_run, plan=plan)
-        dc, specs = _groups(env, site, "remote", groups)
+        dcm, specs = _groups(env, site, "remote", groups)
         for g in specs:
             if dry_run:
                 res.groups.append(GroupOutcome(group=g.name, status="planned"))
                 continue
-            src, dst = dc.site(g.home), dc.site(g.remote)
+            src, dst = dcm.site(g.home), dcm.site(g.remote)
             try:
                 res.groups.append(_failover_one(env, g, src, dst, planned))
             except Exception as exc:  # noqa: BLE001 - one group's failure; the others go on
@@ -164,12 +164,12 @@ def failback_site(dc: str, site: str, dry_run: bool = False,
         start = time.monotonic()
         res = SiteResult(action="failback", site=site, dry_run=dry_run,
                          plan=failback_plan(env, site, groups))
-        dc, specs = _groups(env, site, "home", groups)
+        dcm, specs = _groups(env, site, "home", groups)
         for g in specs:
             if dry_run:
                 res.groups.append(GroupOutcome(group=g.name, status="planned"))
                 continue
-            home, other = dc.site(g.home), dc.site(g.remote)
+            home, other = dcm.site(g.home), dcm.site(g.remote)
             try:
                 cur = dr.check_failback_guard(env, other.array, g.name)
                 if cur.role != DrRole.SOURCE:
@@ -210,14 +210,14 @@ def test_failover(dc: str, site: str, dry_run: bool = False,
                   groups: list[str] | None = None) -> SiteResult:
     with open_environment(dc) as env:
         start = time.monotonic()
-        dc, specs = _groups(env, site, "remote", groups)
+        dcm, specs = _groups(env, site, "remote", groups)
         res = SiteResult(action="test failover", site=site, dry_run=dry_run,
                          plan=test_failover_plan(env, site, groups))
         for g in specs:
             if dry_run:
                 res.groups.append(GroupOutcome(group=g.name, status="planned"))
                 continue
-            d = dc.site(g.remote)
+            d = dcm.site(g.remote)
             name = f"test-{g.name}"
             try:
                 try:
