@@ -34,6 +34,7 @@ from tasks.media import (
 )
 from tasks.sessions import registered, session
 from tasks.vsphere import (
+    check_restore_target_vm,
     check_space,
     destroy_vm,
     enable_change_tracking,
@@ -141,6 +142,7 @@ def restore_vm_image(dc: str, vm: str, version: str | None = None,
         source = VmInfo.model_validate(manifest.vm)
         vcenter = env.dc.vcenters[0].name
         target = as_name or vm
+        check_restore_target_vm(env, vcenter, source, target, as_name is None, force)
         with exclusive("vm", target), session(env, "restore-image", target) as s:
             target_vm, created = prepare_target(env, vcenter, source, target,
                                                 in_place=as_name is None, force=force,

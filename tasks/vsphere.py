@@ -225,6 +225,12 @@ def prepare_target(env: Environment, vcenter: str, source: VmInfo, target: str,
         if in_place and existing is None:
             raise UserError(f"VM '{target}' no longer exists: restore it with --as {target}")
         return hv.create_vm(source, target, marker), True
+    _refuse_overwrite(existing, source, target, in_place, force)
+    return existing, False
+
+
+def _refuse_overwrite(existing: VmInfo, source: VmInfo, target: str, in_place: bool,
+                      force: bool) -> None:
     if existing.power_state != "poweredOff":
         raise UserError(f"VM '{target}' is {existing.power_state}: power it off before an "
                         f"in-place restore (dpflow never overwrites a running VM)")
@@ -234,7 +240,21 @@ def prepare_target(env: Environment, vcenter: str, source: VmInfo, target: str,
     if [d.capacity_bytes for d in existing.disks] != [d.capacity_bytes for d in source.disks]:
         raise UserError(f"VM '{target}' has disks of other sizes than the version; restore "
                         f"with --as NEWNAME instead")
-    return existing, False
+
+
+@step(name="check restore target")
+def check_restore_target_vm(env: Environment, vcenter: str, source: VmInfo, target: str,
+                            in_place: bool, force: bool) -> None:
+    """The same refusals as prepare_target, before a session is opened: a user mistake
+    leaves no session behind."""
+    try:
+        existing = env.hypervisor(vcenter).find_vm(target)
+    except UserError:
+        if in_place:
+            raise UserError(f"VM '{target}' no longer exists: restore it with --as {target}"
+                            ) from None
+        return
+    _refuse_overwrite(existing, source, target, in_place, force)
 
 
 @step(name="destroy half-restored VM", retries=3)
