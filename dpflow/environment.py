@@ -191,10 +191,9 @@ def _flow_run_key() -> str:
     """The flow run this code runs for ('' outside any): tasks report their flow's run."""
     if "prefect.context" not in sys.modules:  # no Prefect in this process: no flow run
         return ""
-    from prefect.context import FlowRunContext, TaskRunContext
+    from prefect.context import FlowRunContext
 
-    task = TaskRunContext.get()
-    if task is not None and task.task_run.flow_run_id is not None:
-        return str(task.task_run.flow_run_id)
+    # a task runs inside its flow's context (copied into task-runner threads too), and a
+    # subflow started from a task gets its own: the innermost flow run is the owner
     flow = FlowRunContext.get()
     return str(flow.flow_run.id) if flow is not None and flow.flow_run is not None else ""
