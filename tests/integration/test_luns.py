@@ -8,6 +8,7 @@ presentations to the backup host, catalogued versions).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Iterator
@@ -232,8 +233,10 @@ def test_restore_without_hosts_and_concurrent_sessions_wait(cfg, drv, eva):
 
     a, b, init_a, _ = group_of_two(drv, eva)
     out: list = []
-    ts = [threading.Thread(target=lambda: out.append(
-        replicate_luns(cfg, "db", ["data", "logs"], "snapshot"))) for _ in range(2)]
+    # each thread runs in a copy of this context: it carries the test server's settings
+    # (a bare thread would start Prefect's own ephemeral server)
+    ts = [threading.Thread(target=contextvars.copy_context().run, args=(lambda: out.append(
+        replicate_luns(cfg, "db", ["data", "logs"], "snapshot")),)) for _ in range(2)]
     for t in ts:
         t.start()
     for t in ts:
