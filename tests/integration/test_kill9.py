@@ -3,6 +3,7 @@ version, and the next backup succeeds and reuses the chunks already made durable
 
 from __future__ import annotations
 
+import contextvars
 import os
 import random
 import signal
@@ -73,7 +74,9 @@ def test_kill_minus_nine_at_random_points(vcsim, dc_config, tmp_path):
     def again(vm: str) -> None:  # waits out the killed session's lease (≤ 60 s)
         results[vm] = backup_vm_image(cfg, vm)
 
-    threads = [threading.Thread(target=again, args=(vm,)) for vm in vms]
+    # each thread in a copy of this context: the test server's Prefect settings go along
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(again, vm))
+               for vm in vms]
     for t in threads:
         t.start()
     for t in threads:
