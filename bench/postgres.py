@@ -1,12 +1,15 @@
 """A throw-away PostgreSQL server from Debian's `postgresql` package, for the benchmarks
-and tests that run the Prefect server (and the catalog) on PostgreSQL.
+and tests that run the Prefect server and the catalog on PostgreSQL.
 
-    with Postgres(tmp_dir) as pg:
-        pg.url("prefect", driver="asyncpg")   # postgresql+asyncpg://...@127.0.0.1:PORT/prefect
+    with Postgres() as pg:
+        pg.create_db("prefect")
+        pg.url("prefect")                     # postgresql+asyncpg://...@127.0.0.1:PORT/prefect
+        pg.url("catalog", driver="psycopg")   # the catalog's (sync) driver
 
-initdb runs as the `postgres` system user when started as root (PostgreSQL refuses to run
-as root); local connections are trusted, it listens on 127.0.0.1 only, and stop() ends
-it (fast shutdown) and leaves its directory to the caller.
+PostgreSQL refuses to run as root: as root, initdb and the server run as the `postgres`
+system user, in a fresh directory under the system's temp dir (pytest's own temp dirs
+are 0700 root, out of that user's reach). Local connections are trusted, it listens on
+127.0.0.1 only; stop() ends it (fast shutdown) and removes its directory.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 
@@ -33,27 +37,34 @@ def _free_port() -> int:
 
 
 class Postgres:
-    def __init__(self, work_dir: Path) -> None:
-        self.dir = work_dir / "pgdata"
-        self.sock = work_dir / "pgsock"
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="dpflow-pg-"))
+        self.dir = self.root / "data"
+        self.sock = self.root / "sock"
+        self.log = self.root / "postgres.log"
         self.port = _free_port()
         self._as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self._started = False
 
     def _run(self, *cmd: str) -> None:
-        subprocess.run([*self._as_user, *cmd], check=True, capture_output=True)
+        done = subprocess.run([*self._as_user, *cmd], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, check=False)
+        if done.returncode:
+            why = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
+            raise RuntimeError(f"{os.path.basename(cmd[0])} failed: {why[0]}")
 
     def start(self) -> Postgres:
-        for d in (self.dir.parent, self.sock):
-            d.mkdir(parents=True, exist_ok=True)
+        self.sock.mkdir()
         if self._as_user:
-            shutil.chown(self.dir.parent, "postgres")
-            shutil.chown(self.sock, "postgres")
+            for d in (self.root, self.sock):
+                shutil.chown(d, "postgres")
         self._run(_bin("initdb"), "-D", str(self.dir), "--auth=trust", "-U", "postgres",
-                  "--no-sync")
+                  "--no-sync", "-E", "UTF8", "--locale=C")
         opts = (f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 "
-                f"-c fsync=off -c max_connections=200")
-        self._run(_bin("pg_ctl"), "-D", str(self.dir), "-o", opts, "-w", "-l",
-                  str(self.dir.parent / "postgres.log"), "start")
+                f"-c fsync=off -c synchronous_commit=off -c max_connections=300")
+        self._run(_bin("pg_ctl"), "-D", str(self.dir), "-o", opts, "-w", "-t", "120", "-l",
+                  str(self.log), "start")
+        self._started = True
         return self
 
     def create_db(self, name: str) -> None:
@@ -64,7 +75,10 @@ class Postgres:
         return f"postgresql+{driver}://postgres@127.0.0.1:{self.port}/{db}"
 
     def stop(self) -> None:
-        self._run(_bin("pg_ctl"), "-D", str(self.dir), "-m", "fast", "-w", "stop")
+        if self._started:
+            self._started = False
+            self._run(_bin("pg_ctl"), "-D", str(self.dir), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> Postgres:
         return self.start()

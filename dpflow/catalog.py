@@ -1,6 +1,7 @@
 """The catalog: sessions, protected objects, versions and their disks (SQLAlchemy 2).
 
-SQLite by default, any SQLAlchemy URL (PostgreSQL for many proxies). A version row is
+SQLite by default, any SQLAlchemy URL: PostgreSQL for many proxies, through psycopg 3
+(`postgresql://` means `postgresql+psycopg://`). A version row is
 inserted only after its manifest is durable in the store, in one transaction with its
 disks: the catalog never lists a version that cannot be restored.
 """
@@ -90,7 +91,7 @@ class VersionRow(Base):
     quiesced: Mapped[bool] = mapped_column(Boolean)
     bytes_read: Mapped[int] = mapped_column(BigInteger)
     bytes_added: Mapped[int] = mapped_column(BigInteger)
-    note: Mapped[str] = mapped_column(String(2000), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
     protected_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
                                                              nullable=True)
     object: Mapped[ObjectRow] = relationship()
@@ -221,7 +222,7 @@ class FileRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"), index=True)
     volume: Mapped[str] = mapped_column(String(255))
-    path: Mapped[str] = mapped_column(String(4096))
+    path: Mapped[str] = mapped_column(Text)  # no length: NTFS paths reach 32,767 characters
     kind: Mapped[str] = mapped_column(String(8))
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     mtime_ns: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -233,7 +234,7 @@ class FileRow(Base):
     attributes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     inode: Mapped[int] = mapped_column(BigInteger, default=0)
     nlink: Mapped[int] = mapped_column(Integer, default=1)
-    target: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    target: Mapped[str | None] = mapped_column(Text, nullable=True)
     digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     chunks: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON list, None = zeros
     chunk_size: Mapped[int | None] = mapped_column(Integer, nullable=True)  # of `chunks`
@@ -297,6 +298,7 @@ class Catalog(ReplicaCatalog, FileCatalog):
         """Open (and create or extend) the catalog; a URL that names no usable database
         is a UserError naming it (password hidden), before anything else happens."""
         try:
+            url = _with_driver(url)
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(url, future=True)
@@ -449,6 +451,14 @@ def _shown(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return repr(url)
+
+
+def _with_driver(url: str) -> str:
+    """A PostgreSQL URL without a driver gets psycopg 3, the one dpflow installs
+    (SQLAlchemy's default, psycopg2, is not a dependency)."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
 
 
 def _add_missing_columns(engine: Any) -> None:

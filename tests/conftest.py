@@ -68,3 +68,12 @@ def dc_config(tmp_path: Path, vcsim: object, monkeypatch: pytest.MonkeyPatch) ->
     path = tmp_path / "dpflow.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """A real PostgreSQL (Debian's package), started once for the tests that need it."""
+    from bench.postgres import Postgres
+
+    with Postgres() as pg:
+        yield pg
