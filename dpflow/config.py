@@ -9,11 +9,19 @@ Prefect Secret block, resolved at the moment of use.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dpflow.errors import UserError
 from dpflow.sites import DrGroupSpec, Site, check_sites
@@ -204,6 +212,59 @@ class Limits(Strict):
     per_host: int = Field(2, ge=1, le=256, description="VM backups of one ESX host at once")
 
 
+class VmChecks(Strict):
+    """What a restore test of one VM checks beyond the built-in checks."""
+
+    files: dict[str, str | None] = Field(
+        {}, description="guest path (e.g. /etc/hostname or d0p1:/etc/fstab) → its SHA-256 in "
+        "hex, or null when only its presence is checked; read from the restored disk")
+    probes: list[str] = Field(
+        [], description="application probes, 'kind:argument': built in guest-file:/path (the "
+        "file seen by the running guest, through guest operations); more kinds from "
+        "packages registering entry points in the group 'dpflow.probes'")
+
+    @field_validator("files")
+    @classmethod
+    def _digests(cls, v: dict[str, str | None]) -> dict[str, str | None]:
+        for path, digest in v.items():
+            if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError(f"files: {path}: give a SHA-256 as 64 lower-case hex "
+                                 f"characters, or null")
+        return v
+
+    @field_validator("probes")
+    @classmethod
+    def _probes(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if ":" not in p:
+                raise ValueError(f"probe {p!r}: write it as kind:argument, e.g. "
+                                 f"guest-file:/etc/hostname")
+        return v
+
+
+class RestoreTests(Strict):
+    """Restore tests (`restore_tests:`): where a version under test boots (an isolated
+    port group on one ESX host), how long its guest may take to report a heartbeat, what
+    is checked per VM, and the key its proofs are signed with (resolved only to sign)."""
+
+    network: str = Field("dpflow-isolated", description="port group the test VM's one NIC "
+                         "joins; made on a vSwitch without uplinks if missing")
+    switch: str = Field("dpflow-lab", description="vSwitch (no uplinks) for that port group")
+    host: str | None = Field(None, description="ESX host of the lab (default: the first "
+                             "host of the first cluster)")
+    heartbeat_timeout_s: float = Field(120.0, gt=0, le=3600)
+    max_vms: int = Field(4, ge=1, le=1000, description="most VMs one restore-test run takes")
+    proof_key: SecretRef = SecretRef(env="DPFLOW_PROOF_KEY")
+    public_key: str | None = Field(None, description="the proofs' verification key (hex), "
+                                   "for verifiers without the signing secret")
+    guest_user: str = "root"
+    guest_password: SecretRef | None = None
+    checks: dict[str, VmChecks] = {}
+
+    def for_vm(self, vm: str) -> VmChecks:
+        return self.checks.get(vm, VmChecks())
+
+
 class DataCentre(Strict):
     vcenters: list[VCenter] = []
     stores: list[Store] = Field(min_length=1)
@@ -216,6 +277,7 @@ class DataCentre(Strict):
     sites: list[Site] = []
     dr_groups: list[DrGroupSpec] = []
     limits: Limits = Limits()
+    restore_tests: RestoreTests = RestoreTests()
 
     @model_validator(mode="after")
     def _sites(self) -> DataCentre:

@@ -40,6 +40,8 @@ NAMES = (
     "dpflow.verify.damage",         # ... found damaged chunks: one event per broken VM
     "dpflow.forget.completed",      # versions were forgotten by a keep policy
     "dpflow.prune.completed",       # unreferenced chunks were freed
+    "dpflow.proof.passed",          # a restore test booted and checked a version: signed
+    "dpflow.proof.failed",          # ... found it wanting (the proof says which check)
 )
 
 

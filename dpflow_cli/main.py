@@ -12,7 +12,16 @@ from typing import Annotated
 
 import typer
 
-from dpflow_cli import dc, dr, files, luns, media, oracle, vm  # noqa: F401 - each registers
+from dpflow_cli import (  # noqa: F401 - each registers its commands
+    dc,
+    dr,
+    files,
+    luns,
+    media,
+    oracle,
+    proofs,
+    vm,
+)
 from dpflow_cli.app import app, console, guard, server_app
 
 

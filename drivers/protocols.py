@@ -184,11 +184,13 @@ class Hypervisor(Protocol):
         closes it. Reads of a cut or refused transfer are retried and resumed."""
         ...
 
-    def create_vm(self, spec: VmInfo, name: str, marker: str = "") -> VmInfo:
+    def create_vm(self, spec: VmInfo, name: str, marker: str = "", network: str | None = None,
+                  host: str | None = None) -> VmInfo:
         """Register a new VM with the spec's hardware and empty disks of the spec's sizes,
-        `marker` in its notes (VmInfo.annotation). A name in use is refused (PermanentError),
-        except that with a marker the call is idempotent: a VM `name` carrying it, made by
-        an earlier call, is waited for and returned."""
+        `marker` in its notes (VmInfo.annotation); with `network`, one NIC on that network
+        (else none), with `host`, placed on that ESX host. A name in use is refused
+        (PermanentError), except that with a marker the call is idempotent: a VM `name`
+        carrying it, made by an earlier call, is waited for and returned."""
         ...
 
     def write_disk(self, disk: DiskInfo, blocks: Iterable[bytes]) -> None:

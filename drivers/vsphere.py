@@ -315,7 +315,8 @@ class VSphere(Hunter, VcConnection):
         log.warning("create VM %s: adopting %s, made by an earlier attempt", name, vm.moref)
         return vm
 
-    def create_vm(self, spec: VmInfo, name: str, marker: str = "") -> VmInfo:
+    def create_vm(self, spec: VmInfo, name: str, marker: str = "", network: str | None = None,
+                  host: str | None = None) -> VmInfo:
         """With a marker, idempotent: a VM `name` carrying it (an earlier attempt's) is
         returned instead of a second one, and a call whose answer was lost is hunted for."""
         if marker:
@@ -323,7 +324,7 @@ class VSphere(Hunter, VcConnection):
             if found is not None:
                 return found
         try:
-            return self._create_vm(spec, name, marker)
+            return self._create_vm(spec, name, marker, network, host)
         except TaskDeadlineExceeded:
             raise
         except PermanentError as exc:
@@ -342,10 +343,12 @@ class VSphere(Hunter, VcConnection):
                 raise
             return adopted
 
-    def _create_vm(self, spec: VmInfo, name: str, marker: str) -> VmInfo:
+    def _create_vm(self, spec: VmInfo, name: str, marker: str, network: str | None,
+                   host: str | None) -> VmInfo:
         def go() -> VmInfo:
             dc = self._datacenter()
             pool = _first_resource_pool(dc)
+            place = _host_named(dc, host) if host else None
             dev_changes = [vim.vm.device.VirtualDeviceSpec(
                 operation="add",
                 device=vim.vm.device.VirtualLsiLogicController(
@@ -361,11 +364,18 @@ class VSphere(Hunter, VcConnection):
                         thinProvisioned=True))
                 dev_changes.append(vim.vm.device.VirtualDeviceSpec(
                     operation="add", fileOperation="create", device=disk))
+            if network:
+                dev_changes.append(vim.vm.device.VirtualDeviceSpec(
+                    operation="add", device=vim.vm.device.VirtualVmxnet3(
+                        key=-100, backing=vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+                            deviceName=network), connectable=vim.vm.device.VirtualDevice
+                        .ConnectInfo(startConnected=True, connected=True))))
             cfg = vim.vm.ConfigSpec(name=name, numCPUs=spec.num_cpu, memoryMB=spec.memory_mb,
                                     guestId=spec.guest_id, deviceChange=dev_changes,
                                     annotation=marker or None,
                                     files=vim.vm.FileInfo(vmPathName=f"[{spec.datastore}]"))
-            vm = self.wait(dc.vmFolder.CreateVM_Task(config=cfg, pool=pool), "create VM")
+            vm = self.wait(dc.vmFolder.CreateVM_Task(config=cfg, pool=pool, host=place),
+                           "create VM")
             return self._vm_info(vm)
         return self._call(f"create VM {name}", go)
 
@@ -402,3 +412,11 @@ def _first_resource_pool(dc: Any) -> Any:
         if pool is not None:
             return pool
     raise PermanentError(f"datacenter {dc.name} has no compute resource to place a VM")
+
+
+def _host_named(dc: Any, name: str) -> Any:
+    for entity in dc.hostFolder.childEntity:
+        for h in getattr(entity, "host", []) or []:
+            if h.name == name:
+                return h
+    raise NotFound(f"no ESX host '{name}' in datacenter {dc.name}")

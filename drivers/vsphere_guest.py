@@ -65,6 +65,22 @@ class GuestFiles:
         except GuestFileExists:
             pass
 
+    def exists(self, path: str) -> bool:
+        """Whether the running guest sees an object at `path` (ListFilesInGuest on its
+        directory, matched by name)."""
+        vm = self.hv._vm_by_moref(self.vm.moref)
+        parent, _, name = path.rstrip("/").rpartition("/")
+        try:
+            found = self._call(f"list {path} in {self.vm.name}",
+                               lambda: self._fm().ListFilesInGuest(
+                                   vm=vm, auth=self.auth, filePath=parent or "/",
+                                   matchPattern=name))
+        except PermanentError as exc:
+            if isinstance(exc.__cause__, (vim.fault.FileNotFound, vim.fault.NotADirectory)):
+                return False
+            raise
+        return any(f.path == name for f in (found.files or []))
+
     def upload(self, path: str, blocks: Iterable[bytes], size: int, overwrite: bool,
                mode: int | None = None, mtime_s: int | None = None, windows: bool = False
                ) -> None:

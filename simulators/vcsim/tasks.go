@@ -149,6 +149,12 @@ func wrapTask(id string, entity types.ManagedObjectReference, t *simulator.Task,
 		return res, fault
 	case "VirtualMachine.cloneVm": // vm locked
 		return cloneVM(entity, t, run)
+	case "VirtualMachine.powerOn", "VirtualMachine.powerOff", "VirtualMachine.reset": // vm locked
+		res, fault := run(t)
+		if fault == nil {
+			afterPower(entity)
+		}
+		return res, fault
 	case "VirtualMachine.destroy":
 		res, fault := run(t)
 		if fault == nil {
