@@ -1,116 +1,161 @@
-"""The night of small incrementals: N VMs, each changed by 256 KiB since its last backup,
-backed up one after another (the old loop) and by backup_vms at 1, 2 and 4 backups at
-once per proxy; the Prefect server on SQLite or on PostgreSQL (Debian's, started here).
+"""The night of small incrementals: N VMs over two vCenters (two vcsim instances, one per
+site), each changed by 256 KiB since its last backup, backed up one after another (the
+old loop) and by backup_vms at 1, 2 and 4 backups at once per proxy; the Prefect server
+and the catalog on SQLite, or both on PostgreSQL (Debian's, started here).
 
 Why: the nightly window is per-VM control overhead (a flow, a session, a snapshot, a
-few tasks) far more than bytes. Reported per run: total wall, VMs/min, the VM flows' own
-mean seconds, and the control overhead per VM = (wall x concurrency - sum of the VM
-flows' own seconds) / N, i.e. the time a backup slot spends outside a VM's flow.
-Run: uv run python bench/bench_night.py --vms 200 --server sqlite postgres
+few tasks) far more than bytes. Reported per night: total wall, VMs/min, the VM flows'
+own mean seconds, the control overhead per VM = (wall x concurrency - sum of the VM
+flows' own seconds) / N (the time a backup slot spends outside a VM's flow), the HTTP
+requests this process sent to the Prefect API per VM (events and logs included; the
+server's own work not), and the 1-minute load average at start and end (the machine
+may be shared: read every figure beside it).
+
+Run: nice uv run python bench/bench_night.py --vms 200 --server sqlite postgres \
+         --json bench/results/night.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 MiB = 1 << 20
+API_CALLS = [0]
 
 
-def night(dc: str, vms: list[str], mode: str) -> tuple[float, list]:
+def count_api_calls() -> None:
+    """Count every HTTP request Prefect's clients (sync and async) send from here."""
+    import httpx
+
+    for cls in (httpx.Client, httpx.AsyncClient):
+        send = cls.send
+
+        def counted(self: Any, request: Any, *a: Any, _send: Any = send, **k: Any) -> Any:
+            if "/api/" in str(request.url):
+                API_CALLS[0] += 1
+            return _send(self, request, *a, **k)
+        cls.send = counted  # type: ignore[method-assign]
+
+
+def night(dc: str, vms: list[str], mode: str) -> tuple[float, list[Any]]:
     from flows.night import backup_vms
     from flows.vm_image import backup_vm_image
 
     t0 = time.perf_counter()
-    if mode == "loop":
-        results = [backup_vm_image(dc, vm) for vm in vms]
-    else:
-        results = backup_vms(dc, vms)
+    results = ([backup_vm_image(dc, vm) for vm in vms] if mode == "loop"
+               else backup_vms(dc, vms))
     return time.perf_counter() - t0, results
 
 
-def change(sim, vms: list[str], day: int) -> None:
-    for vm in vms:
-        sim.guest_write(vm, 0, (day * 256 * 1024) % (3 * MiB), bytes([day]) * (256 * 1024))
+def change(sims: dict[str, Any], placed: dict[str, str], day: int) -> None:
+    for vm, site in placed.items():
+        sims[site].guest_write(vm, 0, (day * 256 * 1024) % (3 * MiB),
+                               bytes([day]) * (256 * 1024))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vms", type=int, default=200)
-    ap.add_argument("--server", nargs="+", default=["sqlite"], choices=["sqlite", "postgres"])
-    ap.add_argument("--per-proxy", nargs="+", type=int, default=[1, 2, 4])
-    args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="dpflow-night-"))
-    for server in args.server:
-        run_server(work / server, server, args.vms, args.per_proxy)
-
-
-def run_server(work: Path, server: str, n: int, per_proxy: list[int]) -> None:
+@contextmanager
+def servers(work: Path, server: str) -> Iterator[str]:
+    """The Prefect server (and a PostgreSQL for it and the catalog); yields the catalog URL."""
     from bench.postgres import Postgres
-    from simulators.vcsim import Vcsim
 
-    work.mkdir(parents=True)
     os.environ.update(DPFLOW_HOME=str(work / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                       PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL="CRITICAL")
     os.environ.pop("PREFECT_API_URL", None)
-    pg = None
-    if server == "postgres":
-        pg = Postgres(work).start()
-        pg.create_db("prefect")
-        os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = pg.url("prefect")
-    else:
+    with ExitStack() as stack:
+        catalog = "sqlite:///catalog.db"
         os.environ.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
-    from dpflow import prefect_server
+        if server == "postgres":
+            pg = stack.enter_context(Postgres())
+            pg.create_db("prefect")
+            pg.create_db("catalog")
+            os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = pg.url("prefect")
+            catalog = pg.url("catalog", driver="psycopg")
+        from dpflow import prefect_server
 
-    prefect_server.ensure_server()
-    try:
-        with Vcsim(work_dir=work / "vcsim") as sim:
-            vms = [f"night-{i:04d}" for i in range(n)]
-            for vm in vms:
-                sim.create_vm(vm, [4 * MiB])
-                sim.seed_disk(vm, 0, os.urandom(4 * MiB))
-            os.environ.update(BENCH_VC_PASSWORD=sim.password)
-            cfg = work / "dc.yaml"
+        prefect_server.ensure_server()
+        stack.callback(prefect_server.stop_server)
+        yield catalog
 
-            def write(per: int) -> str:
-                cfg.write_text(yaml.safe_dump({
-                    "vcenters": [{"name": "vcsim", "host": sim.host, "port": sim.port,
-                                  "user": sim.username,
-                                  "password": {"env": "BENCH_VC_PASSWORD"},
-                                  "ca_file": str(sim.ca_file)}],
-                    "stores": [{"name": "library", "path": "store"}],
-                    "limits": {"per_proxy": per, "per_datastore": per, "per_host": per}}))
-                return str(cfg)
-            dc = write(4)
-            wall, _ = night(dc, vms, "parallel")  # day 1: full backups, not compared
-            print(f"[{server}] day 1 (full, 4 at once): {wall:.1f} s")
-            rows = []
-            for day, (mode, per) in enumerate([("loop", 1)] + [("parallel", p)
-                                                                 for p in per_proxy], 2):
-                change(sim, vms, day)
-                dc = write(per)
-                wall, results = night(dc, vms, mode)
-                ok = sum(r.status == "completed" for r in results)
-                own = [r.seconds for r in results]
-                overhead = (wall * per - sum(own)) / n
-                rows.append((mode, per, wall, n / wall * 60, statistics.mean(own), overhead,
-                             ok))
-            print(f"[{server}] {n} VMs, 256 KiB changed per VM")
-            print(f"{'mode':<10}{'at once':>8}{'wall s':>9}{'VMs/min':>9}{'VM flow s':>11}"
-                  f"{'overhead/VM s':>15}{'ok':>6}")
-            for mode, per, wall, rate, mean, over, ok in rows:
-                print(f"{mode:<10}{per:>8}{wall:>9.1f}{rate:>9.1f}{mean:>11.2f}{over:>15.2f}"
-                      f"{ok:>6}")
-    finally:
-        prefect_server.stop_server()
-        if pg is not None:
-            pg.stop()
+
+def run_server(work: Path, server: str, n: int, per_proxy: list[int], out: dict) -> None:
+    from simulators.vcsim import Vcsim
+
+    work.mkdir(parents=True)
+    with servers(work, server) as catalog, Vcsim(work_dir=work / "vc-a") as a, \
+            Vcsim(work_dir=work / "vc-b") as b:
+        sims = {"site-a": a, "site-b": b}
+        placed = {f"night-{i:04d}": ("site-a" if i % 2 == 0 else "site-b") for i in range(n)}
+        for vm, site in placed.items():
+            sims[site].create_vm(vm, [4 * MiB])
+            sims[site].seed_disk(vm, 0, os.urandom(4 * MiB))
+        os.environ.update(BENCH_VC_PASSWORD=a.password)
+        cfg = work / "dc.yaml"
+
+        def write(per: int) -> str:
+            cfg.write_text(yaml.safe_dump({
+                "vcenters": [{"name": site, "host": s.host, "port": s.port, "user": s.username,
+                              "password": {"env": "BENCH_VC_PASSWORD"},
+                              "ca_file": str(s.ca_file)} for site, s in sims.items()],
+                "stores": [{"name": "library", "path": "store"}],
+                "catalog_url": catalog,
+                "limits": {"per_proxy": per, "per_datastore": per, "per_host": per}}))
+            return str(cfg)
+        vms = list(placed)
+        wall, _ = night(write(4), vms, "parallel")  # day 1: full backups, not compared
+        print(f"[{server}] day 1 (full, 4 at once): {wall:.1f} s", flush=True)
+        for day, (mode, per) in enumerate([("loop", 1)] + [("parallel", p) for p in per_proxy],
+                                          2):
+            change(sims, placed, day)
+            load0, calls0 = os.getloadavg()[0], API_CALLS[0]
+            wall, results = night(write(per), vms, mode)
+            own = [r.seconds for r in results]
+            row = {"server": server, "vms": n, "mode": mode, "at_once": per,
+                   "wall_s": round(wall, 1), "vms_per_min": round(n / wall * 60, 1),
+                   "vm_flow_s_mean": round(statistics.mean(own), 2),
+                   "overhead_per_vm_s": round((wall * per - sum(own)) / n, 2),
+                   "api_calls_per_vm": round((API_CALLS[0] - calls0) / n, 1),
+                   "completed": sum(r.status == "completed" for r in results),
+                   "load_start": round(load0, 1), "load_end": round(os.getloadavg()[0], 1)}
+            out["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            if out.get("json"):
+                Path(out["json"]).write_text(json.dumps(out, indent=1) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--vms", type=int, default=200)
+    ap.add_argument("--server", nargs="+", default=["sqlite"], choices=["sqlite", "postgres"])
+    ap.add_argument("--per-proxy", nargs="+", type=int, default=[1, 2, 4])
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    count_api_calls()
+    work = Path(tempfile.mkdtemp(prefix="dpflow-night-", dir="/var/tmp"))
+    out: dict[str, Any] = {"json": args.json, "cpus": os.cpu_count(), "rows": [],
+                           "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    for server in args.server:
+        run_server(work / server, server, args.vms, args.per_proxy, out)
+    print(f"{'server':<9}{'mode':<10}{'at once':>8}{'wall s':>9}{'VMs/min':>9}"
+          f"{'VM flow s':>11}{'overhead/VM s':>15}{'API/VM':>8}{'ok':>5}{'load':>12}")
+    for r in out["rows"]:
+        print(f"{r['server']:<9}{r['mode']:<10}{r['at_once']:>8}{r['wall_s']:>9}"
+              f"{r['vms_per_min']:>9}{r['vm_flow_s_mean']:>11}{r['overhead_per_vm_s']:>15}"
+              f"{r['api_calls_per_vm']:>8}{r['completed']:>5}"
+              f"{r['load_start']:>6}-{r['load_end']:<5}")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ class SessionRow(Base):
     object_id: Mapped[int] = mapped_column(ForeignKey("objects.id"))
     status: Mapped[str] = mapped_column(String(16), default="running")
     message: Mapped[str] = mapped_column(String(2000), default="")
-    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     host: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the owner process:
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # how a dead one is found
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
@@ -370,6 +370,16 @@ class Catalog(ReplicaCatalog, FileCatalog):
             if row is None:
                 raise NotFound(f"no session {session_id}")
             _ = row.object
+            return row
+
+    def session_of_flow_run(self, flow_run_id: str) -> SessionRow | None:
+        """The latest session a flow run opened (how a run on another worker is followed)."""
+        with self.session() as db:
+            q = (select(SessionRow).where(SessionRow.flow_run_id == flow_run_id)
+                 .order_by(SessionRow.started.desc()).limit(1))
+            row = db.scalar(q)
+            if row is not None:
+                _ = row.object
             return row
 
     def version_of_session(self, session_id: str) -> str | None:

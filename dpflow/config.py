@@ -90,6 +90,10 @@ class VCenter(Endpoint):
     hunt_s: float = Field(
         60.0, gt=0, description="how long to look on vCenter for the outcome of a call whose "
         "answer was lost (client timeout, dropped connection) before calling again")
+    work_pool: str | None = Field(
+        None, description="the Prefect work pool whose process workers back up this "
+        "vCenter's VMs (one pool per site, e.g. 'site A proxies'); none: the process "
+        "running backup-vms backs them up itself")
 
 
 class SnapshotPolicy(Strict):

@@ -1,0 +1,103 @@
+"""A VM's backup sent to the work pool of its site, followed to its end, and sent to
+another pool if the worker running it dies.
+
+The VM's run is a flow run of its pool's `backup-vm-image` deployment (dpflow.pools),
+started by `run_deployment` as a subflow of backup-vms. Its outcome is read from the
+catalog (the session the run opened), which every proxy shares, not from Prefect's result
+storage, which would have to be shared too.
+
+A worker killed mid-backup (machine lost, kill -9) leaves its run `Running` for ever:
+Prefect does not notice a dead process worker. The run's owner is known to be gone when
+its session is still open in the catalog while the VM's lock is free: a live backup holds
+the lock until after it closed its session, and a dead one's lease expires within
+dpflow.locks.LEASE_BOUND_S. The run is then marked Crashed and the VM sent to the next
+pool; its next backup removes the dead run's snapshot and aborts its session (leftovers).
+A run no worker picks up within `wait_s` is cancelled and reported failed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import cast
+
+from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from prefect.states import Cancelled, Crashed
+
+from dpflow.catalog import Catalog
+from dpflow.environment import Environment
+from dpflow.locks import is_free
+from dpflow.pools import FLOW, deployment_name, pools
+from flows.vm_image import BackupResult
+
+POLL_S = 1.0  # how often a run's state is read
+OWNER_CHECK_S = 10.0  # how often a running run's lock is asked for
+
+
+def back_up_on_pools(env: Environment, dc: str, vm: str, store: str | None, attempt: int,
+                     pool: str, wait_s: float) -> BackupResult:
+    """The VM's backup on its own pool, then on each other pool while workers die."""
+    order = [pool] + [p for p in pools(env.dc) if p != pool]
+    deaths: list[str] = []
+    for p in order:
+        result, died = run_on_pool(env.catalog(), dc, vm, store, attempt, p, wait_s)
+        if result is not None:
+            if deaths:
+                result.message = "; ".join([*deaths, result.message]).strip("; ")
+            return result
+        deaths.append(died)
+        get_run_logger().warning("%s: %s", vm, died)
+    return BackupResult(vm=vm, status="failed", session_id="", message="; ".join(deaths))
+
+
+def run_on_pool(catalog: Catalog, dc: str, vm: str, store: str | None, attempt: int,
+                pool: str, wait_s: float) -> tuple[BackupResult | None, str]:
+    """(the VM's result, '') or (None, why) when the worker running it died."""
+    run = cast(FlowRun, run_deployment(  # sync here: a FlowRun, not a coroutine
+        f"{FLOW}/{deployment_name(pool)}", timeout=0, as_subflow=True,
+        parameters={"dc": dc, "vm": vm, "store": store, "attempt": attempt}))
+    deadline = time.monotonic() + wait_s
+    next_check = time.monotonic() + OWNER_CHECK_S
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(run.id).state
+            if state is not None and state.is_final():
+                return outcome(catalog, vm, str(run.id), state.message or state.name or ""), ""
+            now = time.monotonic()
+            if state is not None and state.is_running() and now >= next_check:
+                next_check = now + OWNER_CHECK_S
+                if owner_gone(catalog, vm, str(run.id)):
+                    why = f"the worker of '{pool}' died during run {run.name}"
+                    client.set_flow_run_state(run.id, Crashed(message=why), force=True)
+                    return None, why
+            if now > deadline:
+                why = f"no worker of work pool '{pool}' finished it within {wait_s:.0f} s"
+                client.set_flow_run_state(run.id, Cancelled(message=why), force=True)
+                return BackupResult(vm=vm, status="failed", session_id="", message=why), ""
+            time.sleep(POLL_S)
+
+
+def owner_gone(catalog: Catalog, vm: str, flow_run_id: str) -> bool:
+    """Its session is open while the VM's lock is free (asked in that order, then the
+    session again: a live run closes its session before it frees the lock)."""
+    row = catalog.session_of_flow_run(flow_run_id)
+    if row is None or row.status != "running" or not is_free("vm", vm):
+        return False
+    row = catalog.session_of_flow_run(flow_run_id)
+    return row is not None and row.status == "running"
+
+
+def outcome(catalog: Catalog, vm: str, flow_run_id: str, state_message: str) -> BackupResult:
+    """What the run's session says; a run that failed before opening one: its state."""
+    row = catalog.session_of_flow_run(flow_run_id)
+    if row is None:
+        return BackupResult(vm=vm, status="failed", session_id="",
+                            message=state_message.splitlines()[0] if state_message else "")
+    status = row.status if row.status in ("completed", "skipped") else "failed"
+    seconds = (row.ended - row.started).total_seconds() if row.ended else 0.0
+    return BackupResult(vm=vm, status=status, session_id=row.id,
+                        version_id=catalog.version_of_session(row.id),
+                        bytes_read=row.bytes_read, bytes_added=row.bytes_written,
+                        seconds=seconds, message=row.message)
