@@ -9,7 +9,9 @@ reading 10 % of the chunks, a weekly forget + prune. On demand, from the UI or
 out of an image, LUNs), whose restore point the run asks for when it starts. Chained by
 dpflow events (automations created with the deployments): a VM whose nightly backup
 failed is backed up again an hour later (once), and a VM a verify found damaged gets a
-new full backup.
+new full backup. Weekly, a restore test of the nightly VMs (their latest versions booted
+in the isolated lab, signed proofs); and a restore test after every completed backup run
+tagged `dpflow-restore-test`.
 """
 
 from __future__ import annotations
@@ -43,13 +45,30 @@ def damage_trigger() -> Any:
         parameters={"vm": "{{ event.resource.name }}", "full": True})
 
 
+PROOF_TAG = "dpflow-restore-test"
+
+
+def proof_trigger() -> Any:
+    """dpflow.backup.completed of a backup run tagged dpflow-restore-test → a restore test
+    of that VM's new version."""
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name="dpflow: restore test after a tagged backup", expect={"dpflow.backup.completed"},
+        match={"dpflow.kind": "vm"},
+        match_related={"prefect.resource.id": f"prefect.tag.{PROOF_TAG}"},
+        parameters={"vm": "{{ event.resource.name }}"})
+
+
 def build(dc: str, vms: list[str], *, backup_cron: str = "0 1 * * *",
           verify_cron: str = "0 6 * * 0", prune_cron: str = "0 7 * * 0",
+          proof_cron: str = "0 9 * * 6",
           retry_after: timedelta = RETRY_AFTER) -> list[Any]:
     """The deployments, validated but not yet served (tests build them too)."""
     from dpflow import datacentre
     from flows.maintenance import forget_versions, prune_media, verify_media
     from flows.night import backup_vms
+    from flows.restore_test import verify_restore, verify_restores
     from flows.restores import restore_files, restore_image_files, restore_luns, restore_vm
     from flows.vm_files import backup_vm_files
     from flows.vm_image import backup_vm_image
@@ -76,6 +95,10 @@ def build(dc: str, vms: list[str], *, backup_cron: str = "0 1 * * *",
         restore_files.to_deployment("restore-files", parameters=on),
         restore_image_files.to_deployment("restore-files-from-image", parameters=on),
         restore_luns.to_deployment("restore-luns", parameters=on),
+        verify_restores.to_deployment("weekly-restore-test", cron=proof_cron,
+                                      parameters={**on, "vms": vms}),
+        verify_restore.to_deployment("restore-test", parameters=on,
+                                     triggers=[proof_trigger()]),
     ]
 
 

@@ -173,3 +173,28 @@ def test_a_guest_without_heartbeat_times_out_and_leaves_no_vm(vcsim, dc_config, 
     assert "no guest heartbeat within 2s" in checks["heartbeat"]["detail"]
     test_vm = json.loads(row.body)["test_vm"]
     assert not vcsim.vm_exists(test_vm)
+
+
+def test_bad_input_is_one_line_and_exit_2(vcsim, dc_config, monkeypatch):
+    """Through the CLI, as a user meets it: nothing is created for a mistake."""
+    from prefect.settings import PREFECT_API_URL
+
+    from dpflow.errors import UserError
+    from flows.restore_test import plan_test
+    from tests.integration.test_cli import assert_one_line, run
+
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    cfg = lab_config(dc_config, monkeypatch, vcsim)
+    before = vm_names(vcsim)
+    assert_one_line(*run("verify-restore", "no-such-vm", "-c", str(cfg)),
+                    "no version of vm 'no-such-vm' in the catalog")
+    monkeypatch.delenv("DPFLOW_TEST_PROOF_KEY")
+    assert_one_line(*run("verify-restore", "no-such-vm", "-c", str(cfg)),
+                    "environment variable DPFLOW_TEST_PROOF_KEY is empty")
+    monkeypatch.setenv("DPFLOW_TEST_PROOF_KEY", "not-a-key")  # in-process: one CLI run less
+    with pytest.raises(UserError, match="not an ed25519 private key") as exc:
+        plan_test(environment(cfg), "no-such-vm", None)
+    assert "not-a-key" not in str(exc.value)  # the secret is never shown
+    assert_one_line(*run("proof", "verify", "nosuchproof", "-c", str(cfg)),
+                    "unknown proof 'nosuchproof'")
+    assert vm_names(vcsim) == before

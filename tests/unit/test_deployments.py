@@ -28,13 +28,18 @@ def test_build_deployments(tmp_path: Path) -> None:
     deps = {d.name: d for d in build(str(cfg), ["web01"])}
     assert {"nightly-image-backup", "vm-image-backup", "full-backup-after-damage",
             "vm-file-backup", "weekly-verify", "weekly-forget", "weekly-prune", "restore-vm",
-            "restore-files", "restore-files-from-image", "restore-luns"} <= set(deps)
+            "restore-files", "restore-files-from-image", "restore-luns", "weekly-restore-test",
+            "restore-test"} <= set(deps)
     assert deps["nightly-image-backup"].parameters == {"dc": str(cfg), "vms": ["web01"]}
     assert all(d.parameters["dc"] == str(cfg) for d in deps.values())
     assert deps["nightly-image-backup"].schedules and deps["weekly-verify"].schedules
     retry = deps["vm-image-backup"].triggers[0]
     assert retry.expect == {"dpflow.backup.failed"}
     assert retry.parameters == {"vm": "{{ event.resource.name }}", "attempt": 2}
+    assert deps["weekly-restore-test"].schedules
+    assert deps["weekly-restore-test"].parameters == {"dc": str(cfg), "vms": ["web01"]}
+    proof = deps["restore-test"].triggers[0]
+    assert proof.expect == {"dpflow.backup.completed"}
 
 
 def test_bad_config_refused(tmp_path: Path) -> None:
