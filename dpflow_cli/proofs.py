@@ -139,5 +139,5 @@ def proof_keygen() -> None:
     from dpflow.proofs import new_key
 
     private, public = new_key()
-    console.print(f"private (keep secret, e.g. DPFLOW_PROOF_KEY or a Prefect Secret block): "
-                  f"{private}\npublic (restore_tests.public_key): {public}", highlight=False)
+    typer.echo(f"private (keep secret, e.g. DPFLOW_PROOF_KEY or a Prefect Secret block): "
+               f"{private}\npublic (restore_tests.public_key): {public}")
