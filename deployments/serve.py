@@ -3,15 +3,18 @@ one process (or run by workers of a process pool: deployments/prefect.yaml).
 
     uv run python deployments/serve.py --dc default --vms web01 db01
 
-Scheduled: the nightly image backup (CBT incrementals after the first), a weekly verify
-reading 10 % of the chunks, a weekly forget + prune. On demand, from the UI or
-`run_deployment`: single-VM image and file backups, and the restores (VM, files, files
-out of an image, LUNs), whose restore point the run asks for when it starts. Chained by
-dpflow events (automations created with the deployments): a VM whose nightly backup
-failed is backed up again an hour later (once), and a VM a verify found damaged gets a
-new full backup. Weekly, a restore test of the nightly VMs (their latest versions booted
-in the isolated lab, signed proofs); and a restore test after every completed backup run
-tagged `dpflow-restore-test`.
+Scheduled: the nightly image backup (CBT incrementals after the first), a nightly Zero
+Downtime Backup of each configured Oracle database, a weekly verify reading 10 % of the
+chunks, a weekly forget + prune. On demand, from the UI or `run_deployment`: single-VM
+image and file backups, an Oracle ZDB, site failover / test failover / failback (a dry
+run unless unticked), and the restores (VM, files, files out of an image, LUNs, Oracle
+Instant Recovery and from media), whose restore point the run asks for when it starts.
+Chained by dpflow events (automations created with the deployments): a VM whose nightly
+backup failed is backed up again an hour later (once), and a VM a verify found damaged
+gets a new full backup. Weekly, a restore test of the nightly VMs (their latest versions
+booted in the isolated lab, signed proofs); and a restore test after every completed
+backup run tagged `dpflow-restore-test`. Per-site deployments for process workers:
+deployments/pools.py.
 """
 
 from __future__ import annotations
@@ -63,17 +66,24 @@ def proof_trigger() -> Any:
 def build(dc: str, vms: list[str], *, backup_cron: str = "0 1 * * *",
           verify_cron: str = "0 6 * * 0", prune_cron: str = "0 7 * * 0",
           proof_cron: str = "0 9 * * 6",
+          zdb_cron: str = "0 23 * * *",
           retry_after: timedelta = RETRY_AFTER) -> list[Any]:
     """The deployments, validated but not yet served (tests build them too)."""
     from dpflow import datacentre
     from flows.maintenance import forget_versions, prune_media, verify_media
     from flows.night import backup_vms
+    from flows.operate_dr import (
+        oracle_instant_recovery,
+        oracle_restore_from_media,
+        oracle_zdb,
+        site_failover,
+    )
     from flows.restore_test import verify_restore, verify_restores
     from flows.restores import restore_files, restore_image_files, restore_luns, restore_vm
     from flows.vm_files import backup_vm_files
     from flows.vm_image import backup_vm_image
 
-    datacentre.load(dc)  # an unknown data centre or a bad file stops here, with one line
+    model = datacentre.load(dc)  # an unknown data centre or a bad file stops here, one line
     keep = KeepPolicy(daily=7, weekly=4, monthly=12)
     on = {"dc": dc}
     return [
@@ -99,7 +109,12 @@ def build(dc: str, vms: list[str], *, backup_cron: str = "0 1 * * *",
                                       parameters={**on, "vms": vms}),
         verify_restore.to_deployment("restore-test", parameters=on,
                                      triggers=[proof_trigger()]),
-    ]
+        oracle_zdb.to_deployment("oracle-zdb", parameters=on),
+        oracle_instant_recovery.to_deployment("oracle-instant-recovery", parameters=on),
+        oracle_restore_from_media.to_deployment("oracle-restore-from-media", parameters=on),
+        site_failover.to_deployment("site-failover", parameters=on),
+    ] + [oracle_zdb.to_deployment(f"nightly-oracle-zdb-{d.name.lower()}", cron=zdb_cron,
+                                  parameters={**on, "db": d.name}) for d in model.databases]
 
 
 def main() -> None:

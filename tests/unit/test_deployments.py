@@ -62,3 +62,65 @@ def test_prefect_yaml_names_real_flows_and_parameters(dep: dict) -> None:
     for t in dep.get("triggers", []):
         trigger = DeploymentEventTrigger(**t)
         assert set(trigger.parameters or {}) <= accepted
+
+
+DR = """
+stores:
+  - {name: lib, path: store}
+arrays:
+  - {name: EVA-A, host: 127.0.0.1, user: a, password: {env: X}, backup_host: b}
+  - {name: EVA-B, host: 127.0.0.1, user: a, password: {env: X}, backup_host: b}
+databases:
+  - {name: ORCL, dsn: "db:1521/ORCL", password: {env: X}}
+sites:
+  - {name: A, array: EVA-A, hosts: [esx-a]}
+  - {name: B, array: EVA-B, hosts: [esx-b]}
+dr_groups:
+  - {name: app, home: A, remote: B, vdisks: [vd1]}
+  - {name: db, home: A, remote: B, vdisks: [db1]}
+"""
+
+
+def _flat(schema: dict) -> list[str]:
+    """Parameters the UI would render as a union, a nullable field or a sub-form."""
+    return [name for name, p in schema.get("properties", {}).items()
+            if "anyOf" in p or "allOf" in p or "$ref" in p or p.get("type") == "object"]
+
+
+def test_oracle_and_failover_deployments_have_flat_parameters(tmp_path: Path) -> None:
+    cfg = tmp_path / "dc.yaml"
+    cfg.write_text(DR)
+    deps = {d.name: d for d in build(str(cfg), ["web01"])}
+    new = ["oracle-zdb", "oracle-instant-recovery", "oracle-restore-from-media",
+           "site-failover"]
+    for name in new:
+        assert _flat(deps[name]._parameter_openapi_schema.model_dump()) == [], name
+    nightly = deps["nightly-oracle-zdb-orcl"]
+    assert nightly.parameters == {"dc": str(cfg), "db": "ORCL"} and nightly.schedules
+    kind = deps["oracle-zdb"]._parameter_openapi_schema.model_dump()["properties"]["kind"]
+    assert "snapclone" in kind["enum"]  # a select in the form
+
+
+@pytest.mark.parametrize("scn, when, why", [
+    (5, "2026-12-03 01:00:00", "not both"), (-1, "", "negative"), (0, "yesterday", "not a date"),
+])
+def test_recovery_point_bad_input_is_one_line(scn: int, when: str, why: str) -> None:
+    from flows.operate_dr import _until
+
+    with pytest.raises(UserError, match=why) as info:
+        _until(scn, when)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_site_failover_from_flat_parameters_dry_run(tmp_path: Path) -> None:
+    from flows.operate_dr import site_failover
+
+    cfg = tmp_path / "dc.yaml"
+    cfg.write_text(DR)
+    res = site_failover("B", "unplanned failover", True, " db ", str(cfg))
+    assert res["action"] == "unplanned failover" and res["dry_run"]
+    assert [g["group"] for g in res["groups"]] == ["db"]
+    assert all(line.startswith("db: ") for line in res["plan"])
+    with pytest.raises(UserError, match="unknown DR group"):
+        site_failover("B", "failback", True, "nope", str(cfg))
