@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from dpflow.errors import UserError
+from dpflow.store.durable import atomic_file
 from dpflow.store.manifest import DiskManifest
 from dpflow.store.pipeline import Progress, restore_blocks
 from dpflow.store.protocol import ChunkStoreProtocol
@@ -27,9 +28,9 @@ def restore_disk_file(store: ChunkStoreProtocol, disk: DiskManifest, out: Path, 
     """Write one disk of a version to `out` (created or replaced); returns the bytes of
     data written (holes excluded). The file appears under its name only when whole."""
     tmp = out.with_name(f".{out.name}.dpflow-tmp")
+    tmp.unlink(missing_ok=True)  # left by a killed restore of the same file
     written = 0
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
+    with atomic_file(out, tmp) as fd:
         os.ftruncate(fd, disk.capacity_bytes)
         offset = 0
         for cid, data in zip(disk.chunks, restore_blocks(store, disk, workers=workers,
@@ -41,13 +42,6 @@ def restore_disk_file(store: ChunkStoreProtocol, disk: DiskManifest, out: Path, 
                     done += os.pwrite(fd, view[done:], offset + done)
                 written += len(view)
             offset += len(data)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, out)
     return written
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -19,14 +21,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, tmp_dir: Path, *, sync_dir: bool = True) -> None:
-    """Write `data` to `path` so that readers see all of it or nothing."""
-    tmp = tmp_dir / f"{path.name}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+@contextmanager
+def atomic_file(path: Path, tmp: Path, *, sync_dir: bool = True) -> Iterator[int]:
+    """A descriptor to write `path` through `tmp`: whole under its name on success
+    (fsync, rename), nothing left on failure."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        yield fd
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -36,3 +37,12 @@ def write_atomic(path: Path, data: bytes, tmp_dir: Path, *, sync_dir: bool = Tru
     os.replace(tmp, path)
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes, tmp_dir: Path, *, sync_dir: bool = True) -> None:
+    """Write `data` to `path` so that readers see all of it or nothing."""
+    with atomic_file(path, tmp_dir / f"{path.name}.{uuid.uuid4().hex}.tmp",
+                     sync_dir=sync_dir) as fd:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
