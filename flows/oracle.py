@@ -26,10 +26,10 @@ from prefect import flow
 from pydantic import BaseModel
 
 from dpflow.environment import Environment, open_environment
-from dpflow.errors import DpflowError, TransientError, UserError, first_line
+from dpflow.errors import TransientError, UserError, first_line
 from dpflow.locks import exclusive
-from drivers.oracle_protocol import OraMixin, Until
 from drivers.protocols import ReplicaKind
+from flows.oracle_recovery import RecoverResult, point_of, recovery
 from tasks.array import (
     check_luns,
     create_replica_set,
@@ -53,14 +53,9 @@ from tasks.oracle import (
     begin_backup,
     check_database,
     commit_zdb,
-    database_state,
     end_backup,
-    open_database,
-    recover,
     report_backup_mode_left,
     save_logs_and_controlfile,
-    shutdown,
-    startup_mount,
 )
 from tasks.oracle_media import replica_to_media
 
@@ -83,21 +78,9 @@ class ZdbResult(BaseModel):
     message: str = ""
 
 
-class RecoverResult(BaseModel):
-    database: str
-    replica_set: str
-    version_id: str
-    point: str  # "complete" or the SCN / time recovered to
-    resetlogs: bool
-    scn: int
-    seconds: float
-    restore_seconds: float
-
-
 def plan_zdb(env: Environment, db: str, kind: str | None, keep: int | None, policy: str | None
           ) -> tuple[str, ReplicaKind, int, str]:
-
-    env = env
+    """The replica kind, keep count and policy of a ZDB: the call's, the database's, the array's."""
     d = env.dc.database(db)
     a = env.dc.array(d.array)
     k = kind or d.replica_kind or a.replica_kind
@@ -188,16 +171,6 @@ def backup_oracle_zdb(dc: str, db: str, kind: str | None = None, keep: int | Non
                 close_session(env, session_id, result.status, result.message)
 
 
-def point_of(until_scn: int | None, until_time: datetime | None) -> Until | None:
-    if until_scn is not None and until_time is not None:
-        raise UserError("give --until as an SCN or a time, not both")
-    if until_scn is not None:
-        return ("scn", until_scn)
-    if until_time is not None:
-        return ("time", until_time)
-    return None
-
-
 @flow(name="instant-recover-oracle", log_prints=True)
 def instant_recover_oracle(dc: str, db: str, replica: str | None = None,
                            until_scn: int | None = None, until_time: datetime | None = None,
@@ -209,7 +182,6 @@ def instant_recover_oracle(dc: str, db: str, replica: str | None = None,
         t0 = time.perf_counter()
         db = db.upper()
         until = point_of(until_scn, until_time)
-        env = env
         env.dc.database(db)
         backup, rs = oracle_backup(env.catalog(), db, replica)
         if until is not None and until[0] == "scn" and int(until[1]) < backup.end_scn:
@@ -220,68 +192,22 @@ def instant_recover_oracle(dc: str, db: str, replica: str | None = None,
             raise UserError(f"{until[1]} is before replica {rs.name} was taken "
                             f"({backup.version.created:%Y-%m-%d %H:%M:%S}): pick an older replica")
         arr, name = rs.array, rs.name
-        state = "OPEN"
-        with exclusive("oracle", db):
-            session_id = open_session(env, "recover-oracle", db, object_kind="oracle")
+        with exclusive("oracle", db), recovery(env, "recover-oracle", db, f"replica {name}",
+                                               f"dpflow recover oracle {db} --replica {name}"
+                                               ) as run:
+            run.refuse_open(shutdown_open, "Instant Recovery")
+            wait_usable(env, arr, name)
+            run.shut_down()
+            held = sources_in_use(env, arr, name, True)
+            t_restore = time.perf_counter()
             try:
-                state = database_state(env, db)
-                if state == "OPEN" and not shutdown_open:
-                    raise UserError(f"database {db} is open: Instant Recovery would replace its "
-                                    f"datafiles; stop the application, then run again with "
-                                    f"--shutdown (dpflow shuts it down first)")
-                wait_usable(env, arr, name)
-                if state != "DOWN":
-                    shutdown(env, db)
-                state = "DOWN"
-                held = sources_in_use(env, arr, name, True)
-                t_restore = time.perf_counter()
-                try:
-                    detach(env, arr, held)
-                    state = "DOWN, datafile LUNs being restored"
-                    restore(env, arr, name)
-                finally:
-                    reattach(env, arr, held)  # compensation: the host gets its LUNs back
-                restore_s = time.perf_counter() - t_restore
-                state = f"DOWN, datafiles restored from replica {name}"
-                startup_mount(env, db)
-                state = f"MOUNTED, datafiles restored from replica {name}, not recovered"
-                recover(env, db, until)
-                state = f"MOUNTED and recovered from replica {name}, not open"
-                info = open_database(env, db, until is not None)
-                point = "complete" if until is None else f"{until[0]} {until[1]}"
-                close_session(env, session_id, "completed",
-                              f"from replica {name}, recovered {point}, open at SCN "
-                              f"{info.current_scn}")
-                return RecoverResult(database=db, replica_set=name, version_id=backup.version_id,
-                                     point=point, resetlogs=until is not None,
-                                     scn=info.current_scn, seconds=time.perf_counter() - t0,
-                                     restore_seconds=restore_s)
-            except BaseException as exc:
-                msg = explain(db, state, f"replica {name}",
-                              f"dpflow recover oracle {db} --replica {name}", exc)
-                close_session(env, session_id, "failed", msg)
-                if msg == first_line(exc) or not isinstance(exc, DpflowError):
-                    raise
-                raise reworded(exc, msg) from exc
-
-
-def explain(db: str, state: str, source: str, again: str, exc: BaseException) -> str:
-    """One line: what failed, the state the database is left in, what to do next."""
-    what = first_line(exc)
-    if isinstance(exc, OraMixin) and exc.code == "ORA-00308":
-        return (f"recovery of {db} stopped: {exc.text.splitlines()[0]} (the archived log is "
-                f"missing from the archive destination); database {db} is MOUNTED with "
-                f"datafiles from {source}: put the log back, then run `{again}` again, or "
-                f"recover to an earlier point with --until")
-    if isinstance(exc, UserError) and state == "OPEN":
-        return what
-    return f"{what}; database {db} is {state}"
-
-
-def reworded(exc: DpflowError, msg: str) -> DpflowError:
-    """The same error class (an ORA error keeps its code and text), saying `msg`."""
-    if isinstance(exc, OraMixin):
-        new = type(exc)(exc.code, exc.text)  # type: ignore[call-arg]
-        new.args = (msg,)
-        return new
-    return type(exc)(msg)
+                detach(env, arr, held)
+                run.state = "DOWN, datafile LUNs being restored"
+                restore(env, arr, name)
+            finally:
+                reattach(env, arr, held)  # compensation: the host gets its LUNs back
+            restore_s = time.perf_counter() - t_restore
+            point, scn = run.recover_and_open(until)
+            return RecoverResult(database=db, replica_set=name, version_id=backup.version_id,
+                                 point=point, resetlogs=until is not None, scn=scn,
+                                 seconds=time.perf_counter() - t0, restore_seconds=restore_s)

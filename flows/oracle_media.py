@@ -16,12 +16,10 @@ from datetime import datetime
 from prefect import flow
 
 from dpflow.environment import open_environment
-from dpflow.errors import DpflowError, UserError, first_line
+from dpflow.errors import UserError
 from dpflow.locks import exclusive
-from flows.oracle import RecoverResult, explain, point_of, reworded
+from flows.oracle_recovery import RecoverResult, point_of, recovery
 from tasks.array import detach, reattach
-from tasks.catalog import close_session, open_session
-from tasks.oracle import database_state, open_database, recover, shutdown, startup_mount
 from tasks.oracle_media import write_lun_from_media
 
 
@@ -39,7 +37,6 @@ def restore_oracle_from_media(dc: str, db: str, version: str | None = None,
         t0 = time.perf_counter()
         db = db.upper()
         until = point_of(until_scn, until_time)
-        env = env
         env.dc.database(db)
         backup, rs = oracle_backup(env.catalog(), db, version, on_media=True)
         if until is not None and until[0] == "scn" and int(until[1]) < backup.end_scn:
@@ -47,48 +44,25 @@ def restore_oracle_from_media(dc: str, db: str, version: str | None = None,
                             f"(SCN {backup.end_scn}): pick an older backup or a later point")
         arr, media = rs.array, str(backup.media_version_id)
         luns = sorted({f["vdisk"] for f in json.loads(backup.datafiles)})
-        state = "OPEN"
-        with exclusive("oracle", db):
-            session_id = open_session(env, "restore-oracle-media", db, object_kind="oracle")
+        source = f"media version {media}"
+        with exclusive("oracle", db), recovery(env, "restore-oracle-media", db, source,
+                                               f"dpflow recover oracle {db} --from-media"
+                                               ) as run:
+            run.refuse_open(shutdown_open, "a restore")
+            run.shut_down()
+            drv = env.array(arr)
+            held = [p for lun in luns for p in drv.list_presentations(lun)
+                    if p.host != env.dc.array(arr).backup_host]
+            t_restore = time.perf_counter()
             try:
-                state = database_state(env, db)
-                if state == "OPEN" and not shutdown_open:
-                    raise UserError(f"database {db} is open: a restore would replace its "
-                                    f"datafiles; stop the application, then run again with "
-                                    f"--shutdown")
-                if state != "DOWN":
-                    shutdown(env, db)
-                state = "DOWN"
-                drv = env.array(arr)
-                held = [p for lun in luns for p in drv.list_presentations(lun)
-                        if p.host != env.dc.array(arr).backup_host]
-                t_restore = time.perf_counter()
-                try:
-                    detach(env, arr, held)
-                    state = "DOWN, datafile LUNs being written from media (incomplete)"
-                    for lun in luns:
-                        write_lun_from_media(env, arr, lun, store or backup.store, media)
-                finally:
-                    reattach(env, arr, held)  # compensation: the hosts get their LUNs back
-                restore_s = time.perf_counter() - t_restore
-                state = f"DOWN, datafiles restored from media version {media}"
-                startup_mount(env, db)
-                state = f"MOUNTED, datafiles restored from media version {media}, not recovered"
-                recover(env, db, until)
-                state = f"MOUNTED and recovered from media version {media}, not open"
-                info = open_database(env, db, until is not None)
-                point = "complete" if until is None else f"{until[0]} {until[1]}"
-                close_session(env, session_id, "completed",
-                              f"from media version {media}, recovered {point}, open at SCN "
-                              f"{info.current_scn}")
-                return RecoverResult(database=db, replica_set=rs.name, version_id=backup.version_id,
-                                     point=point, resetlogs=until is not None,
-                                     scn=info.current_scn, seconds=time.perf_counter() - t0,
-                                     restore_seconds=restore_s)
-            except BaseException as exc:
-                msg = explain(db, state, f"media version {media}",
-                              f"dpflow recover oracle {db} --from-media", exc)
-                close_session(env, session_id, "failed", msg)
-                if msg == first_line(exc) or not isinstance(exc, DpflowError):
-                    raise
-                raise reworded(exc, msg) from exc
+                detach(env, arr, held)
+                run.state = "DOWN, datafile LUNs being written from media (incomplete)"
+                for lun in luns:
+                    write_lun_from_media(env, arr, lun, store or backup.store, media)
+            finally:
+                reattach(env, arr, held)  # compensation: the hosts get their LUNs back
+            restore_s = time.perf_counter() - t_restore
+            point, scn = run.recover_and_open(until)
+            return RecoverResult(database=db, replica_set=rs.name, version_id=backup.version_id,
+                                 point=point, resetlogs=until is not None, scn=scn,
+                                 seconds=time.perf_counter() - t0, restore_seconds=restore_s)

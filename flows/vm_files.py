@@ -18,11 +18,10 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from dpflow.environment import open_environment
-from dpflow.errors import PermanentError, UserError, first_line
+from dpflow.errors import PermanentError, UserError
 from dpflow.guestfs.target import CONFLICTS
 from dpflow.locks import exclusive
 from flows.outcomes import ended
-from tasks.catalog import close_session, open_session
 from tasks.filebackup import DiskFiles, backup_disk_files, commit_files_version, plan_level
 from tasks.guestfiles import (
     FileRestore,
@@ -33,7 +32,7 @@ from tasks.guestfiles import (
     select_catalogued,
 )
 from tasks.maintenance import clean_leftovers
-from tasks.sessions import registered, session
+from tasks.sessions import SessionRecord, registered, session
 from tasks.vsphere import check_space, find_vm, frozen_snapshot, snapshot_disks
 
 
@@ -126,9 +125,12 @@ def require_a_readable_volume(vm: str, parts: list[DiskFiles]) -> None:
                              f"was protected: back it up as an image instead")
 
 
-def _publish_restore(r: FileRestore, session_id: str, what: str) -> None:
-    """The totals and every renamed, refused, skipped and failed object, kept with the
-    flow run (the catalog's session keeps the totals line)."""
+def _record_restore(s: SessionRecord, r: FileRestore, source: str, what: str) -> None:
+    """The session's outcome and totals line, and every renamed, refused, skipped and
+    failed object kept with the flow run as an artifact."""
+    s.status, s.message = restore_status(r), f"{source}: {r.totals()}"
+    s.bytes_read, s.bytes_written = r.source_bytes_read, r.bytes_written
+    session_id = s.id
     lines = [f"# {what}", "", f"session {session_id}: {r.totals()}", ""]
     for kind, items in (("renamed", r.renamed), ("refused", r.refused),
                         ("skipped", r.skipped), ("failed", r.failed),
@@ -162,15 +164,10 @@ def restore_vm_files(dc: str, vm: str, target: str, patterns: list[str],
         version_id, _ = select_catalogued(env, vm, patterns, version)
         check_restore_target(env, target)
         SafeTarget(target).close()  # not writable: one line, before anything is read
-        session_id = open_session(env, "restore-files", vm, "vmfiles")
-        try:
+        with session(env, "restore-files", vm, "vmfiles") as s:
             r = restore_catalogued_files(env, vm, version_id, patterns, target, conflict)
-        except BaseException as exc:
-            close_session(env, session_id, "failed", first_line(exc))
-            raise
-        _publish_restore(r, session_id, f"files of {vm} from version {version_id}")
-        close_session(env, session_id, restore_status(r),
-                      f"from version {version_id}: {r.totals()}", 0, r.bytes_written)
+            _record_restore(s, r, f"from version {version_id}",
+                            f"files of {vm} from version {version_id}")
         return ended(FileRestoreResult(
             **r.model_dump(), vm=vm, version_id=version_id, source="files",
             target=target, seconds=time.perf_counter() - t0), restore_status(r), r.totals())
@@ -190,16 +187,10 @@ def restore_files_from_image(dc: str, vm: str, target: str, patterns: list[str],
         version_id = image_version_of(env, vm, version)
         check_restore_target(env, target)
         SafeTarget(target).close()
-        session_id = open_session(env, "restore-files-image", vm)
-        try:
+        with session(env, "restore-files-image", vm) as s:
             r = restore_image_files(env, vm, version_id, patterns, target, conflict)
-        except BaseException as exc:
-            close_session(env, session_id, "failed", first_line(exc))
-            raise
-        _publish_restore(r, session_id, f"files of {vm} from image version {version_id}")
-        close_session(env, session_id, restore_status(r),
-                      f"from image version {version_id}: {r.totals()}", r.source_bytes_read,
-                      r.bytes_written)
+            _record_restore(s, r, f"from image version {version_id}",
+                            f"files of {vm} from image version {version_id}")
         return ended(FileRestoreResult(
             **r.model_dump(), vm=vm, version_id=version_id, source="image",
             target=target, seconds=time.perf_counter() - t0), restore_status(r), r.totals())
@@ -219,17 +210,11 @@ def restore_vm_files_into_guest(dc: str, vm: str, guest_dir: str, patterns: list
         _check_restore_input(conflict)
         guest_password(guest_user, guest_password_env)  # missing credentials: one line, first
         version_id, _ = select_catalogued(env, vm, patterns, version)
-        session_id = open_session(env, "restore-files-guest", vm, "vmfiles")
-        try:
+        with session(env, "restore-files-guest", vm, "vmfiles") as s:
             r = restore_into_guest(env, vm, version_id, patterns, guest_dir, guest_user,
                                    guest_password_env, conflict)
-        except BaseException as exc:
-            close_session(env, session_id, "failed", first_line(exc))
-            raise
-        _publish_restore(r, session_id, f"files of {vm} from version {version_id} into the guest")
-        close_session(env, session_id, restore_status(r),
-                      f"from version {version_id} into the guest: {r.totals()}", 0,
-                      r.bytes_written)
+            _record_restore(s, r, f"from version {version_id} into the guest",
+                            f"files of {vm} from version {version_id} into the guest")
         return ended(FileRestoreResult(
             **r.model_dump(), vm=vm, version_id=version_id, source="files",
             target=f"guest:{guest_dir}", seconds=time.perf_counter() - t0),

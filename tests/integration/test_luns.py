@@ -45,7 +45,7 @@ def drv(eva: EvaServer) -> Iterator[SmisArray]:
     """A direct driver for the test's own setup and inspection; the array clean after."""
     eva.faults.clear()
     eva.set_jobs(True, 0.02)
-    d = SmisArray(eva.connection(timeout=5.0), poll_s=0.02)
+    d = SmisArray(eva.connection(timeout=30.0), poll_s=0.02)  # test set-up and clean-up: patient
     yield d
     eva.faults.clear()
     eva.control(op="fill_pool", pool=POOL, filled=False)

@@ -41,7 +41,7 @@ def eva(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EvaServer]:
 @pytest.fixture
 def drv(eva: EvaServer) -> Iterator[SmisArray]:
     eva.faults.clear()
-    d = SmisArray(eva.connection(timeout=5.0), poll_s=0.02)
+    d = SmisArray(eva.connection(timeout=30.0), poll_s=0.02)  # test set-up and clean-up: patient
     yield d
     eva.faults.clear()
     for p in d.list_presentations():
