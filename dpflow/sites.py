@@ -24,6 +24,19 @@ class Site(_Strict):
                                 "'vcenters:'), if VMs are brought up there")
     hosts: list[str] = Field(min_length=1, description="the array's names for this site's "
                              "ESX hosts: replicated LUNs are presented to them")
+    networks: dict[str, str] = Field(default_factory=dict, description="network re-mapping "
+                                     "of VMs brought up here: other site's network → this "
+                                     "site's network")
+
+
+class ProtectedVm(_Strict):
+    """A VM whose files are on a replicated datastore, brought up at the other site."""
+
+    name: str
+    priority: int = Field(3, ge=1, le=5, description="power-on group: group 1 first; a group "
+                          "starts when every VM of the previous one is up or failed")
+    up_timeout_s: float = Field(60.0, gt=0, description="how long to wait for power on and "
+                                "the guest heartbeat")
 
 
 class DrGroupSpec(_Strict):
@@ -38,6 +51,13 @@ class DrGroupSpec(_Strict):
     failsafe: bool = False
     in_sync_timeout_s: float = Field(300.0, gt=0, description="a planned failover waits "
                                      "this long for the group to be in sync")
+    datastore: str | None = Field(None, description="the VMFS volume (its label) on the "
+                                  "group's vdisks that holds the VMs below")
+    vms: list[ProtectedVm] = Field(default_factory=list, description="VMs on that datastore, "
+                                   "registered and powered on at the other site")
+    on_vm_failure: Literal["continue", "stop"] = Field(
+        "continue", description="a VM that does not come up: continue with the next "
+        "priority groups, or stop before them")
 
 
 def check_sites(sites: list[Site], groups: list[DrGroupSpec], arrays: set[str],
@@ -62,3 +82,10 @@ def check_sites(sites: list[Site], groups: list[DrGroupSpec], arrays: set[str],
                 raise ValueError(f"DR group '{g.name}': unknown {role} site '{site}'")
         if g.home == g.remote:
             raise ValueError(f"DR group '{g.name}': home and remote are the same site")
+        if g.vms and g.datastore is None:
+            raise ValueError(f"DR group '{g.name}': 'vms' need the 'datastore' that holds them")
+        if g.vms:
+            for site in (g.home, g.remote):
+                if next(s for s in sites if s.name == site).vcenter is None:
+                    raise ValueError(f"DR group '{g.name}' has VMs: site '{site}' needs a "
+                                     "'vcenter'")

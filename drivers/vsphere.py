@@ -29,6 +29,7 @@ from drivers.protocols import (
 from drivers.retry import RetryingReader
 from drivers.vsphere_datastore import DatastoreDisk
 from drivers.vsphere_hunt import CREATE_VM_TASK, Hunter, answer_lost, snapshot_tree
+from drivers.vsphere_recovery import RecoveryOps
 from drivers.vsphere_session import VcConnection, session_cookies, translate
 
 __all__ = ["DatastoreDisk", "VSphere", "translate"]
@@ -37,7 +38,7 @@ T = TypeVar("T")
 log = logging.getLogger("dpflow.drivers.vsphere")
 
 
-class VSphere(Hunter, VcConnection):
+class VSphere(RecoveryOps, Hunter, VcConnection):
     """The Hypervisor Protocol over one vCenter login (renewed when the session ends)."""
 
     def check(self) -> None:

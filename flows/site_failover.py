@@ -30,7 +30,9 @@ from dpflow.environment import Environment, open_environment
 from dpflow.errors import UserError, first_line
 from dpflow.sites import DrGroupSpec, Site
 from drivers.remote import DrRole
+from flows.site_vms import VmOutcome, bring_up, bring_up_plan, release, release_plan
 from tasks import dr
+from tasks import site_vms as svt
 
 
 class GroupOutcome(BaseModel):
@@ -47,11 +49,13 @@ class SiteResult(BaseModel):
     dry_run: bool
     plan: list[str]
     groups: list[GroupOutcome] = []
+    vms: list[VmOutcome] = []
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return all(g.status != "failed" for g in self.groups)
+        return all(g.status != "failed" for g in self.groups) and \
+            all(v.status == "up" for v in self.vms)
 
 
 def _groups(env: Environment, site: str, which: Literal["remote", "home"],
@@ -79,6 +83,7 @@ def failover_plan(env: Environment, site: str, planned: bool,
         src, dst = dc.site(g.home), dc.site(g.remote)
         luns = ", ".join(g.vdisks)
         if planned:
+            plan += release_plan(g, src)
             plan += [f"{g.name}: hide {luns} from {', '.join(src.hosts)} on {src.array} "
                      f"(stop host I/O at site {src.name})",
                      f"{g.name}: wait until in sync on {src.array} (<= {g.in_sync_timeout_s:g}s)"]
@@ -88,6 +93,7 @@ def failover_plan(env: Environment, site: str, planned: bool,
                      f"{', '.join(src.hosts)} (fence site {src.name})"]
         plan += [f"{g.name}: fail over on {dst.array}",
                  f"{g.name}: present {luns} read/write to {', '.join(dst.hosts)} on {dst.array}"]
+        plan += bring_up_plan(g, dst)
     return plan
 
 
@@ -106,12 +112,24 @@ def failover_site(dc: str, site: str, planned: bool = True, dry_run: bool = Fals
                 continue
             src, dst = dcm.site(g.home), dcm.site(g.remote)
             try:
-                res.groups.append(_failover_one(env, g, src, dst, planned))
+                out = _failover_one(env, g, src, dst, planned)
+                res.groups.append(out)
+                _bring_up(env, g, dst, start, res, out)
             except Exception as exc:  # noqa: BLE001 - one group's failure; the others go on
                 res.groups.append(GroupOutcome(group=g.name, status="failed",
                                                message=first_line(exc)))
         res.seconds = time.monotonic() - start
         return res
+
+
+def _bring_up(env: Environment, g: DrGroupSpec, site: Site, t0: float, res: SiteResult,
+              out: GroupOutcome) -> None:
+    """The VMs at the site that took the storage; a stop marks the group failed with both
+    halves of its state (the storage's, the VMs')."""
+    try:
+        res.vms += bring_up(env, g, site, t0)
+    except Exception as exc:  # noqa: BLE001 - reported on the group; the others go on
+        out.status, out.message = "failed", f"{out.message}; {first_line(exc)}"
 
 
 def _failover_one(env: Environment, g: DrGroupSpec, src: Site, dst: Site,
@@ -123,6 +141,7 @@ def _failover_one(env: Environment, g: DrGroupSpec, src: Site, dst: Site,
                             message=f"{g.name} was already failed over to {dst.array}")
     lost = None
     if planned:
+        release(env, g, src)
         dr.hide_luns(env, src.array, src.hosts, g.vdisks)
         dr.wait_in_sync(env, src.array, g.name, g.in_sync_timeout_s)
         before = dr.read_group(env, dst.array, g.name)
@@ -154,6 +173,8 @@ def failback_plan(env: Environment, site: str, only: list[str] | None = None) ->
                  f"{g.name}: fail back to {home.array}",
                  f"{g.name}: present {luns} read/write to {', '.join(home.hosts)} on "
                  f"{home.array}"]
+        plan[-4:-4] = release_plan(g, other)
+        plan += bring_up_plan(g, home)
     return plan
 
 
@@ -174,15 +195,23 @@ def failback_site(dc: str, site: str, dry_run: bool = False,
                 cur = dr.check_failback_guard(env, other.array, g.name)
                 if cur.role != DrRole.SOURCE:
                     dr.show_luns(env, home.array, home.hosts, g.vdisks)
-                    res.groups.append(GroupOutcome(group=g.name, status="already done",
-                                                   message=f"{g.name} is at home on {home.array}"))
+                    out = GroupOutcome(group=g.name, status="already done",
+                                       message=f"{g.name} is at home on {home.array}")
+                    res.groups.append(out)
+                    _bring_up(env, g, home, start, res, out)
                     continue
+                release(env, g, other)
+                if g.vms and home.vcenter and g.datastore and \
+                        svt.mounted_volume(env, home.vcenter, g.datastore):
+                    release(env, g, home)  # stale since an unplanned failover
                 dr.wait_in_sync(env, other.array, g.name, g.in_sync_timeout_s)
                 dr.hide_luns(env, other.array, other.hosts, g.vdisks)
                 after = dr.failback(env, home.array, g.name)
                 dr.show_luns(env, home.array, home.hosts, g.vdisks)
-                res.groups.append(GroupOutcome(group=g.name, status="done", writes_lost=0,
-                                               message=f"generation {after.generation}"))
+                out = GroupOutcome(group=g.name, status="done", writes_lost=0,
+                                   message=f"generation {after.generation}")
+                res.groups.append(out)
+                _bring_up(env, g, home, start, res, out)
             except Exception as exc:  # noqa: BLE001 - one group's failure; the others go on
                 res.groups.append(GroupOutcome(group=g.name, status="failed",
                                                message=first_line(exc)))

@@ -83,6 +83,7 @@ class Vcsim:
         guest_user: str = "root",
         guest_password: str = "dpflow-guest",
         extra_args: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
         start_timeout: float = 60.0,
     ) -> None:
         self.username = username
@@ -96,6 +97,7 @@ class Vcsim:
         self.guest_user = guest_user
         self.guest_password = guest_password
         self._extra_args = extra_args
+        self._extra_env = extra_env or {}
         self._start_timeout = start_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._si: Any = None
@@ -146,7 +148,8 @@ class Vcsim:
             # Files, not pipes: nobody drains a pipe during the test, and a full pipe
             # would block the simulator.
             self._proc = subprocess.Popen(
-                args, stdout=out, stderr=err, env={**os.environ, "TMPDIR": str(tmp)},
+                args, stdout=out, stderr=err,
+                env={**os.environ, **self._extra_env, "TMPDIR": str(tmp)},
                 start_new_session=True,
             )
         atexit.register(self.stop)

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from dpflow.errors import TransientError
+from dpflow.errors import TransientError, UserError
+
+T = TypeVar("T")
+
+
+def capable(driver: Any, protocol: type[T], missing: str) -> T:
+    """The driver as `protocol`, or a UserError saying what is `missing` from it."""
+    if not isinstance(driver, protocol):
+        raise UserError(missing)
+    return driver
 
 
 def retry_if_transient(_task: Any, _run: Any, state: Any) -> bool:

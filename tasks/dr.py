@@ -17,17 +17,15 @@ from dpflow.environment import Environment
 from dpflow.errors import NotFound, PermanentError, TransientError, UserError
 from drivers.protocols import Presentation, ReplicaKind
 from drivers.remote import DrGroupInfo, DrMode, DrRole, RemoteReplication
-from tasks.common import step
+from tasks.common import capable, step
 
 FAILBACK_GUARD_S = 900
 
 
 def remote(env: Environment, array: str) -> RemoteReplication:
-    drv = env.array(array)
-    if not isinstance(drv, RemoteReplication):
-        raise UserError(f"array '{array}' has no remote replication (Continuous Access) "
-                        "driver: pick an SMI-S array with a remote replication licence")
-    return drv
+    return capable(env.array(array), RemoteReplication,  # type: ignore[type-abstract]
+                   f"array '{array}' has no remote replication (Continuous Access) driver: "
+                   "pick an SMI-S array with a remote replication licence")
 
 
 @step(name="probe array", retries=0)

@@ -18,6 +18,7 @@ Restore copies only the blocks changed on either side since the point in time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -337,6 +338,20 @@ class HostPort:
     def read(self, lun: int, offset: int, length: int) -> bytes:
         with self.array.lock:
             return self.array.read(self.array.lun_target(self.host, lun, False), offset, length)
+
+    def report_luns(self) -> list[dict[str, object]]:
+        """REPORT LUNS + the device identifier page: each LUN presented to the host, its
+        size and a naa id unique to this array's vdisk (a CA destination has its own)."""
+        with self.array.lock:
+            out = []
+            for (v, h), (n, ro) in sorted(self.array.presentations.items(),
+                                          key=lambda kv: kv[1][0]):
+                if h == self.host:
+                    vd = self.array.vdisk(v)
+                    digest = hashlib.sha1(f"{self.array.name}/{vd.id}".encode()).hexdigest()
+                    out.append({"lun": n, "size": vd.size, "read_only": ro,
+                                "id": "naa.6001438" + digest[:25]})
+            return out
 
     def allocated(self, lun: int) -> list[tuple[int, int]]:
         """Mapped extents (offset, length) of the LUN, in blocks of the array's grain."""

@@ -4,6 +4,8 @@ Why a process: the driver must talk to it exactly as to a real SMI-S provider, t
 plain `pywbem.WBEMConnection` with a verified certificate and a user/password. Besides
 POST /cimom (CIM-XML), the same TLS port serves what is not SMI-S on a real array:
   GET/PUT /san/<host>/<lun>?offset=N[&length=N]  a host's reads/writes on a presented LUN
+  GET /san/<host>                                  the LUNs presented to the host
+                                                   [{lun, size, read_only, id}] (REPORT LUNS)
   GET /san/<host>/<lun>?allocated=1  its mapped extents [[offset, length], ...] (as SCSI
                                      GET LBA STATUS reports them for a thin LUN)
   POST /sim/control (JSON)                         run-time faults and job configuration
@@ -124,6 +126,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _san(self) -> tuple[Any, int, dict[str, list[str]]] | None:
         parts = urlparse(self.path)
         bits = parts.path.strip("/").split("/")
+        if len(bits) == 2 and bits[0] == "san" and self.command == "GET":
+            try:  # REPORT LUNS
+                luns = self.server.array.host_port(bits[1]).report_luns()
+                self._send(200, json.dumps(luns).encode(), {"Content-Type": "application/json"})
+            except Refusal as e:
+                self._send(409, e.words.encode())
+            return None
         if len(bits) != 3 or bits[0] != "san":
             self._send(404, b"")
             return None

@@ -198,6 +198,8 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.serveFault(w, r)
 	case r.URL.Path == "/_datastore":
 		f.serveDatastore(w, r)
+	case r.URL.Path == "/_vmfs":
+		serveVMFS(w, r)
 	case r.URL.Path == "/_cbt":
 		serveCBT(w, r)
 	case r.URL.Path == "/_session":

@@ -50,6 +50,10 @@ func main() {
 	cbtPageLimit := flag.Int("cbt-page-limit", 64, "changed areas per QueryChangedDiskAreas answer")
 	guestUser := flag.String("guest-user", "root", "guest operations: the guest's user name")
 	guestPassword := flag.String("guest-password", "dpflow-guest", "guest operations: the guest user's password")
+	sanURL := flag.String("san-url", "", "the site array's data path (https://host:port): the hosts' SAN")
+	sanHost := flag.String("san-host", "", "the array's name for this simulator's hosts")
+	sanUser := flag.String("san-user", "admin", "SAN data path user (password from $DPFLOW_VCSIM_SAN_PASSWORD)")
+	sanCA := flag.String("san-ca", "", "PEM CA that signed the array's certificate")
 	flag.Parse()
 
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
@@ -128,6 +132,12 @@ func main() {
 		guestCfg.scheme = "http"
 	}
 	installGuestFileManager()
+	installVMFS()
+	if *sanURL != "" {
+		if err := configureSAN(*sanURL, *sanHost, *sanUser, os.Getenv("DPFLOW_VCSIM_SAN_PASSWORD"), *sanCA, os.TempDir()); err != nil {
+			log.Fatalf("-san-ca: %s", err)
+		}
+	}
 	for _, obj := range simulator.Map.All("VirtualMachine") {
 		if fault := ensureDiskFiles(obj.(*simulator.VirtualMachine)); fault != nil {
 			log.Printf("sizing disks of %s: %#v", obj.Reference(), fault)

@@ -153,6 +153,29 @@ func wrapTask(id string, entity types.ManagedObjectReference, t *simulator.Task,
 		res, fault := run(t)
 		if fault == nil {
 			afterPower(entity)
+			if id == "VirtualMachine.powerOff" { // the host writes the VM's datastore back
+				fault = syncVM(simulator.Map.Get(entity).(*simulator.VirtualMachine))
+			}
+		}
+		return res, fault
+	case "Folder.registerVm": // folder locked
+		res, fault := run(t)
+		if fault == nil {
+			if vm, ok := simulator.Map.Get(res.(types.ManagedObjectReference)).(*simulator.VirtualMachine); ok {
+				if fault = applyVmx(vm); fault == nil {
+					simulator.Map.WithLock(vm, func() { fault = cbtSync(vm) })
+				}
+			}
+		}
+		return res, fault
+	case "Datastore.destroy":
+		name := ""
+		if ds, ok := simulator.Map.Get(entity).(*simulator.Datastore); ok {
+			name = ds.Name
+		}
+		res, fault := run(t)
+		if fault == nil {
+			forgetDatastore(name)
 		}
 		return res, fault
 	case "VirtualMachine.destroy":

@@ -1,0 +1,96 @@
+"""The world around the site failover: an administrator and guests at a site.
+
+These helpers use pyVmomi and the simulator's control endpoint directly, never dpflow's
+drivers, so the failover flow is checked against something it did not build itself:
+- `format_datastore`: the site's host formats a VMFS volume on a LUN presented to it
+  (QueryAvailableDisksForVmfs + CreateVmfsDatastore), as an administrator does once.
+- `create_vm`: a VM whose files live on that datastore.
+- `guest_write` / `disk_bytes`: a guest writing to / the bytes of the VM's first disk.
+- `flush`: the host writing its datastore back to the LUN (simulators/vcsim/vmfs.go).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pyVim.task import WaitForTask
+from pyVmomi import vim
+
+from simulators.vcsim import Vcsim
+
+
+def _dc(vc: Vcsim) -> vim.Datacenter:
+    return vc.si().content.rootFolder.childEntity[0]
+
+
+def _esx(vc: Vcsim) -> vim.HostSystem:
+    return _dc(vc).hostFolder.childEntity[0].host[0]
+
+
+def format_datastore(vc: Vcsim, label: str) -> str:
+    """A VMFS datastore `label` on the first blank LUN presented to the site's hosts."""
+    esx = _esx(vc)
+    esx.configManager.storageSystem.RescanAllHba()
+    dss = esx.configManager.datastoreSystem
+    disks = dss.QueryAvailableDisksForVmfs()
+    if not disks:
+        raise RuntimeError("no blank LUN is presented to the site's hosts")
+    spec = vim.host.VmfsDatastoreCreateSpec(
+        diskUuid=disks[0].uuid, partition=vim.host.DiskPartitionInfo.Specification(),
+        vmfs=vim.host.VmfsVolume.Specification(
+            volumeName=label, majorVersion=6,
+            extent=vim.host.ScsiDisk.Partition(diskName=disks[0].canonicalName, partition=1)))
+    return str(dss.CreateVmfsDatastore(spec=spec).name)
+
+
+def mounts(vc: Vcsim) -> dict[str, dict[str, str]]:
+    """The simulator's LUN-backed datastores: name → device, dir, uuid."""
+    out: dict[str, dict[str, str]] = vc._control("GET", "/_vmfs")
+    return out
+
+
+def flush(vc: Vcsim, datastore: str) -> None:
+    vc._control("POST", "/_vmfs", {"op": "sync", "datastore": datastore})
+
+
+def create_vm(vc: Vcsim, name: str, datastore: str, disk_bytes: int,
+              network: str = "VM Network", power_on: bool = True) -> str:
+    """A VM with one disk of `disk_bytes` on `datastore` and one NIC on `network`."""
+    moref = vc.create_vm(name, [disk_bytes], datastore=datastore)
+    vm = vc.vm(name)
+    net = next(n for n in _dc(vc).network if n.name == network)
+    nic = vim.vm.device.VirtualE1000(
+        key=-1, backing=vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+            deviceName=network, network=net))
+    WaitForTask(vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[
+        vim.vm.device.VirtualDeviceSpec(operation="add", device=nic)])))
+    if power_on:
+        WaitForTask(vm.PowerOnVM_Task())
+    return moref
+
+
+def _flat(vc: Vcsim, vm: str) -> Path:
+    disk = next(d for d in vc.vm(vm).config.hardware.device
+                if isinstance(d, vim.vm.device.VirtualDisk))
+    ds, _, rel = disk.backing.fileName.partition("] ")
+    ds = ds.lstrip("[")
+    base = Path(mounts(vc)[ds]["dir"]) if ds in mounts(vc) else vc.datastores[ds]
+    local = base / rel
+    return local.with_name(local.name.removesuffix(".vmdk") + "-flat.vmdk")
+
+
+def guest_write(vc: Vcsim, vm: str, offset: int, data: bytes) -> None:
+    fd = os.open(_flat(vc, vm), os.O_RDWR)
+    try:
+        os.pwrite(fd, data, offset)
+    finally:
+        os.close(fd)
+
+
+def disk_bytes(vc: Vcsim, vm: str) -> bytes:
+    return _flat(vc, vm).read_bytes()
+
+
+def power_off(vc: Vcsim, vm: str) -> None:
+    WaitForTask(vc.vm(vm).PowerOffVM_Task())
