@@ -37,6 +37,9 @@ class ProtectedVm(_Strict):
                           "starts when every VM of the previous one is up or failed")
     up_timeout_s: float = Field(60.0, gt=0, description="how long to wait for power on and "
                                 "the guest heartbeat")
+    probes: list[str] = Field(default_factory=list, description="application probes once "
+                              "up, as for restore tests (e.g. guest-file:/srv/app/ready, with "
+                              "restore_tests.guest_user / guest_password)")
 
 
 class DrGroupSpec(_Strict):

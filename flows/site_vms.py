@@ -6,7 +6,8 @@ bytes), unregister them and unmount the datastore, before the LUNs are hidden.
 At the site that takes over, once its LUNs are presented: rescan, mount the replicated
 VMFS volume by resignature, then per priority group (1 first): register each VM from its
 .vmx, re-map its networks (the site's `networks:`), power it on; then wait until every VM
-of the group is up (powered on, guest heartbeat green) or failed, before the next group
+of the group is up (powered on, guest heartbeat green, its application probes passed
+through guest operations) or failed, before the next group
 starts. A VM that fails is reported with its group; the next groups start unless the DR
 group says on_vm_failure: stop. An unreachable vCenter stops the bring-up with the state
 said in one line; every step is idempotent, so running the flow again continues.
@@ -30,6 +31,7 @@ class VmOutcome(BaseModel):
     priority: int
     status: Literal["up", "failed", "not started"]
     networks: list[str] = []
+    probes: int = 0  # application probes passed
     message: str = ""
     up_at_s: float | None = None  # seconds since the flow started, when seen up
 
@@ -50,7 +52,7 @@ def bring_up_plan(g: DrGroupSpec, site: Site) -> list[str]:
         names = ", ".join(v.name for v in g.vms if v.priority == p)
         nets = ", ".join(f"{a} → {b}" for a, b in site.networks.items()) or "none"
         plan.append(f"{g.name}: priority {p}: register {names} from their .vmx, re-map "
-                    f"networks ({nets}), power on, wait until up")
+                    f"networks ({nets}), power on, wait until up and probed")
     return plan
 
 
@@ -96,8 +98,12 @@ def bring_up(env: Environment, g: DrGroupSpec, site: Site, t0: float) -> list[Vm
             for v in started:
                 try:
                     h = sv.wait_up(env, vc, v.name, v.up_timeout_s)
+                    failed = sv.probe_vm(env, vc, v.name, v.probes) if v.probes else []
+                    if failed:
+                        raise PermanentError(f"VM {v.name} is up but its probes failed: "
+                                             f"{'; '.join(failed)}")
                     out.append(VmOutcome(vm=v.name, group=g.name, priority=p, status="up",
-                                         networks=h.networks,
+                                         networks=h.networks, probes=len(v.probes),
                                          up_at_s=round(time.monotonic() - t0, 3)))
                 except PermanentError as exc:
                     out.append(VmOutcome(vm=v.name, group=g.name, priority=p, status="failed",

@@ -5,6 +5,7 @@ drivers, so the failover flow is checked against something it did not build itse
 - `format_datastore`: the site's host formats a VMFS volume on a LUN presented to it
   (QueryAvailableDisksForVmfs + CreateVmfsDatastore), as an administrator does once.
 - `create_vm`: a VM whose files live on that datastore.
+- `install_guest`: an ext4 file system on the VM's first disk (the guest boots from it).
 - `guest_write` / `disk_bytes`: a guest writing to / the bytes of the VM's first disk.
 - `flush`: the host writing its datastore back to the LUN (simulators/vcsim/vmfs.go).
 """
@@ -80,6 +81,19 @@ def _flat(vc: Vcsim, vm: str) -> Path:
     return local.with_name(local.name.removesuffix(".vmdk") + "-flat.vmdk")
 
 
+def install_guest(vc: Vcsim, vm: str, files: dict[str, bytes], fs_bytes: int = 2 << 20) -> None:
+    """Put an ext4 file system holding `files` at the start of the VM's first disk: the
+    simulated guest boots (tools, heartbeat) and guest operations see the files."""
+    import tempfile
+
+    from simulators.guest_fs_images import ext4_from_tree, write_tree
+
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "fs.img"
+        ext4_from_tree(image, fs_bytes, lambda root: write_tree(root, files))
+        guest_write(vc, vm, 0, image.read_bytes())
+
+
 def guest_write(vc: Vcsim, vm: str, offset: int, data: bytes) -> None:
     fd = os.open(_flat(vc, vm), os.O_RDWR)
     try:
@@ -94,3 +108,7 @@ def disk_bytes(vc: Vcsim, vm: str) -> bytes:
 
 def power_off(vc: Vcsim, vm: str) -> None:
     WaitForTask(vc.vm(vm).PowerOffVM_Task())
+
+
+def power_on(vc: Vcsim, vm: str) -> None:
+    WaitForTask(vc.vm(vm).PowerOnVM_Task())

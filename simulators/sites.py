@@ -153,6 +153,11 @@ class TwoSites:
             "stores": [{"name": "library", "path": str(path.parent / "store")}],
             "catalog_url": f"sqlite:///{path.parent / 'catalog.db'}",
             "vcenters": vcenters, "arrays": arrays, "sites": sites, "dr_groups": dr_groups}
+        if self.vcenters:  # the guests' login, for application probes
+            vc = next(iter(self.vcenters.values()))
+            os.environ[f"{env_prefix}_GUEST_PASSWORD"] = vc.guest_password
+            cfg["restore_tests"] = {"guest_user": vc.guest_user,
+                                    "guest_password": {"env": f"{env_prefix}_GUEST_PASSWORD"}}
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         return path
 

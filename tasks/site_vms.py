@@ -72,3 +72,18 @@ def wait_up(env: Environment, vcenter: str, vm: str, timeout_s: float,
             raise PermanentError(f"VM {vm} not up after {timeout_s:g}s (power {h.power_state}, "
                                  f"guest heartbeat {h.heartbeat})")
         time.sleep(poll_s)
+
+
+@step(name="probe VM", retries=1)
+def probe_vm(env: Environment, vcenter: str, vm: str, probes: list[str]) -> list[str]:
+    """The application probes (tasks/probes.py) against the running VM; what failed."""
+    from tasks.probes import ProbeContext, probe
+
+    ctx = ProbeContext(env, vcenter, env.hypervisor(vcenter).find_vm(vm), vm)
+    failed = []
+    for p in probes:
+        kind, _, arg = p.partition(":")
+        check = probe(kind)(ctx, arg)
+        if check.status != "passed":
+            failed.append(f"{check.name}: {check.detail}")
+    return failed

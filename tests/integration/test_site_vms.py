@@ -39,8 +39,9 @@ def sites_ok(sites: TwoSites) -> Iterator[TwoSites]:
 
 def protected(s: TwoSites, tmp: Path, name: str, vms: list[tuple[str, int]],
               mode: str = "sync", **extra: Any) -> tuple[str, dict[str, bytes]]:
-    """A vdisk at A with a VMFS datastore holding `vms` (name, priority), each with 1 MiB
-    of seeded random bytes written by its guest; one DR group to B made by `protect`."""
+    """A vdisk at A with a VMFS datastore holding `vms` (name, priority), each booting from
+    an ext4 file system with /app/health, and 1 MiB of seeded random bytes written by its
+    guest after it; one DR group to B made by `protect`."""
     from drivers.smis import SmisArray
 
     a = SmisArray(s.a.connection())
@@ -50,14 +51,16 @@ def protected(s: TwoSites, tmp: Path, name: str, vms: list[tuple[str, int]],
     ds = w.format_datastore(vca, f"DS-{name}")
     sent = {}
     for vm, _ in vms:
-        w.create_vm(vca, vm, ds, 2 * MiB)
-        data = random.Random(vm).randbytes(MiB)
-        w.guest_write(vca, vm, 4096, data)
+        w.create_vm(vca, vm, ds, 6 * MiB, power_on=False)
+        w.install_guest(vca, vm, {"app/health": b"ok\n"})
+        w.guest_write(vca, vm, 4 * MiB, random.Random(vm).randbytes(MiB))
+        w.power_on(vca, vm)
         sent[vm] = w.disk_bytes(vca, vm)
     cfg = s.write_config(tmp / "dc.yaml", [{
         "name": name, "home": "A", "remote": "B", "vdisks": [f"{name}-lun"], "mode": mode,
         "in_sync_timeout_s": 60, "datastore": ds,
-        "vms": [{"name": vm, "priority": p, "up_timeout_s": 10} for vm, p in vms], **extra}])
+        "vms": [{"name": vm, "priority": p, "up_timeout_s": 10,
+                 "probes": ["guest-file:/app/health"]} for vm, p in vms], **extra}])
     protect(str(cfg))
     return str(cfg), sent
 
@@ -79,7 +82,7 @@ def test_planned_failover_brings_vms_up_at_b_bit_for_bit_then_failback(
     vms = up(res)
     assert set(vms) == {"pl-db", "pl-app", "pl-web"}
     assert vms["pl-db"].up_at_s <= min(vms["pl-app"].up_at_s, vms["pl-web"].up_at_s)
-    assert all(v.networks == ["DR Network"] for v in vms.values())
+    assert all(v.networks == ["DR Network"] and v.probes == 1 for v in vms.values())
     for vm, data in sent.items():  # the bytes at B are what A wrote, bit for bit
         assert w.disk_bytes(vcb, vm) == data
         assert str(vcb.vm(vm).runtime.powerState) == "poweredOn"
@@ -88,7 +91,7 @@ def test_planned_failover_brings_vms_up_at_b_bit_for_bit_then_failback(
     again = sf.failover_site(cfg, "B", planned=True)  # a re-run finds everything done
     assert again.ok and again.groups[0].status == "already done" and len(up(again)) == 3
     later = random.Random(7).randbytes(65536)
-    w.guest_write(vcb, "pl-db", 0, later)  # the guest at B keeps working
+    w.guest_write(vcb, "pl-db", 5 * MiB, later)  # the guest at B keeps working
     at_b = w.disk_bytes(vcb, "pl-db")
     s.advance_clock(901)
     back = sf.failback_site(cfg, "A")
@@ -110,7 +113,7 @@ def test_unplanned_async_failover_brings_up_what_a_had_sent(
         assert time.monotonic() < end, "async replication did not drain"
         time.sleep(0.05)
     s.link(up=False)  # site A is cut off; its guest goes on writing
-    w.guest_write(vca, "un-vm", 4096, b"\xff" * MiB)
+    w.guest_write(vca, "un-vm", 4 * MiB, b"\xff" * MiB)
     w.flush(vca, "DS-un")
     res = sf.failover_site(cfg, "B", planned=False)
     assert res.ok, (res.groups, res.vms)
