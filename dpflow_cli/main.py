@@ -16,6 +16,7 @@ from dpflow_cli import (  # noqa: F401 - each registers its commands
     dc,
     dr,
     files,
+    instant,
     luns,
     media,
     oracle,

@@ -1,0 +1,61 @@
+"""`dpflow instant-recover`: run a VM from its version in the store at once, or undo it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from dpflow_cli.app import DEFAULT_CONFIG, ConfigOpt, app, console, guard, mb, prepare
+
+
+@app.command("instant-recover")
+def instant_recover(vm: Annotated[str | None, typer.Argument(help="VM whose version to run")
+                                  ] = None,
+                    version: Annotated[str | None, typer.Option(
+                        help="version id (default: the latest)")] = None,
+                    as_name: Annotated[str | None, typer.Option(
+                        "--as", help="name of the recovered VM (default: <vm>-instant)")] = None,
+                    abort: Annotated[str | None, typer.Option(
+                        help="undo the instant recovery of this VM: nothing is left")] = None,
+                    config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """Instant VM Recovery: the version published from the store as an NFS datastore, the
+    VM registered on it and powered on in seconds; or --abort NAME to remove it all."""
+    from dpflow.errors import UserError
+
+    if (vm is None) == (abort is None):
+        def refuse() -> None:
+            raise UserError("give a VM to recover, or --abort NAME (not both)")
+        guard(refuse)
+    cfg = prepare(config)
+    if abort is not None:
+        def undo() -> Any:
+            from flows.instant import abort_instant_recovery
+            from tasks.instant import load
+
+            load(abort)  # unknown name: one line
+            return abort_instant_recovery(cfg, abort)
+        guard(undo)
+        console.print(f"[green]aborted[/] {abort}: VM, datastore, published version and "
+                      f"overlay removed; the store is unchanged", highlight=False)
+        return
+
+    def go() -> Any:
+        from dpflow.environment import environment
+        from flows.instant import instant_recover_vm
+        from flows.vm_image import plan_restore
+        from tasks.instant import check_tools
+
+        check_tools()
+        assert vm is not None
+        env = environment(cfg)
+        row, _ = plan_restore(env, vm, version)  # mistakes: one line, exit 2
+        name = as_name or f"{vm}-instant"
+        if env.hypervisor(env.dc.vcenters[0].name).vm_exists(name):
+            raise UserError(f"a VM named '{name}' already exists: choose another --as name")
+        return instant_recover_vm(cfg, vm, row.id, as_name)
+    r = guard(go)
+    console.print(f"[green]running[/] {r.name} from version {r.version_id} of {r.vm} "
+                  f"({mb(r.disk_bytes)} of disks, nothing copied) on datastore {r.datastore}, "
+                  f"host {r.host}: powered on {r.seconds_to_power_on:.1f}s after the start; "
+                  f"`dpflow instant-recover --abort {r.name}` removes it", highlight=False)

@@ -1,0 +1,122 @@
+"""Steps of an Instant VM Recovery: publish, mount, register, and take it all down again.
+
+What a recovery holds (the published version's server, the NFS datastore, the VM) is
+written to a small state file under DPFLOW_HOME/instant/<name>.json as soon as it
+exists, so a later `abort` (another process, another day) finds and removes every piece.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from prefect import get_run_logger
+from pydantic import BaseModel
+
+from dpflow import publish_serve
+from dpflow.environment import Environment
+from dpflow.errors import UserError, first_line
+from dpflow.prefect_server import home
+from drivers.protocols import VmInfo
+from drivers.vsphere_instant import InstantRecovery
+from tasks.common import step
+
+
+class InstantState(BaseModel):
+    """Everything one instant recovery holds, in the order it was taken."""
+
+    name: str  # the recovered VM
+    vm: str  # the protected VM it came from
+    version_id: str
+    session_id: str
+    vcenter: str
+    host: str
+    datastore: str
+    mount: str
+    overlay: str
+    pid: int | None = None
+    mounted: bool = False
+    vm_moref: str | None = None
+
+
+def state_dir() -> Path:
+    return home() / "instant"
+
+
+def state_path(name: str) -> Path:
+    return state_dir() / f"{name}.json"
+
+
+def save(state: InstantState) -> None:
+    state_dir().mkdir(parents=True, exist_ok=True)
+    tmp = state_path(state.name).with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=1))
+    tmp.replace(state_path(state.name))
+
+
+def load(name: str) -> InstantState:
+    try:
+        return InstantState.model_validate_json(state_path(name).read_text())
+    except FileNotFoundError:
+        known = sorted(p.stem for p in state_dir().glob("*.json")) if state_dir().is_dir() else []
+        raise UserError(f"no instant recovery named '{name}' (running: "
+                        f"{', '.join(known) or 'none'})") from None
+
+
+def check_tools() -> None:
+    if shutil.which("fusermount3") is None:
+        raise UserError("fusermount3 not found: install Debian's fuse3 (./dev setup) to "
+                        "publish versions for Instant VM Recovery")
+
+
+@step(name="publish version", retries=0)
+def publish(env: Environment, dc: str, state: InstantState) -> int:
+    pid = publish_serve.start(dc, state.version_id, Path(state.mount), Path(state.overlay))
+    get_run_logger().info("version %s published at %s (pid %d)", state.version_id,
+                          state.mount, pid)
+    return pid
+
+
+@step(name="mount published datastore")
+def mount(env: Environment, state: InstantState) -> None:
+    InstantRecovery(env.hypervisor(state.vcenter)).mount_nfs(
+        state.host, state.datastore, "127.0.0.1", state.mount)
+
+
+@step(name="register VM on published disks")
+def register(env: Environment, state: InstantState, source: VmInfo, marker: str) -> VmInfo:
+    files = [f"[{state.datastore}] {source.name}/disk{i}.vmdk" for i in range(len(source.disks))]
+    return InstantRecovery(env.hypervisor(state.vcenter)).register_vm(
+        source, state.name, marker, state.host, files, source.datastore)
+
+
+def take_down(env: Environment, state: InstantState) -> list[str]:
+    """Every piece the state names, in reverse: VM, datastore, server, overlay; then the
+    state file. Each piece is tried even when one before failed; what stays is returned."""
+    left: list[str] = []
+    hv = env.hypervisor(state.vcenter)
+    if state.vm_moref:
+        try:
+            hv.destroy_vm(VmInfo(name=state.name, moref=state.vm_moref, power_state="",
+                                 datastore=""))
+        except Exception as exc:  # noqa: BLE001 - reported, the rest still goes
+            left.append(f"VM {state.name}: {first_line(exc)}")
+    if state.mounted:
+        try:
+            InstantRecovery(hv).unmount_nfs(state.host, state.datastore)
+        except Exception as exc:  # noqa: BLE001
+            left.append(f"datastore {state.datastore}: {first_line(exc)}")
+    try:
+        publish_serve.stop(Path(state.mount), state.pid)
+    except Exception as exc:  # noqa: BLE001
+        left.append(f"published version at {state.mount}: {first_line(exc)}")
+    if not left:
+        shutil.rmtree(state.overlay, ignore_errors=True)
+        shutil.rmtree(state.mount, ignore_errors=True)
+        state_path(state.name).unlink(missing_ok=True)
+    return left
+
+
+def status(state: InstantState) -> dict[str, object]:
+    return json.loads(state.model_dump_json())
