@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -129,6 +130,8 @@ def run_server(work: Path, server: str, n: int, per_proxy: list[int], out: dict)
                    "overhead_per_vm_s": round((wall * per - sum(own)) / n, 2),
                    "api_calls_per_vm": round((API_CALLS[0] - calls0) / n, 1),
                    "completed": sum(r.status == "completed" for r in results),
+                   "failures": sorted({r.message[:160] for r in results
+                                       if r.status != "completed"})[:3],
                    "load_start": round(load0, 1), "load_end": round(os.getloadavg()[0], 1)}
             out["rows"].append(row)
             print(json.dumps(row), flush=True)
@@ -143,12 +146,19 @@ def main() -> None:
     ap.add_argument("--per-proxy", nargs="+", type=int, default=[1, 2, 4])
     ap.add_argument("--json", default="")
     args = ap.parse_args()
+    if len(args.server) > 1:  # one process per server: Prefect keeps its API URL per process
+        for server in args.server:
+            subprocess.run([sys.executable, __file__, "--vms", str(args.vms), "--server", server,
+                            "--per-proxy", *map(str, args.per_proxy), "--json", args.json],
+                           check=True)
+        return
     count_api_calls()
     work = Path(tempfile.mkdtemp(prefix="dpflow-night-", dir="/var/tmp"))
     out: dict[str, Any] = {"json": args.json, "cpus": os.cpu_count(), "rows": [],
                            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-    for server in args.server:
-        run_server(work / server, server, args.vms, args.per_proxy, out)
+    if args.json and Path(args.json).exists():  # earlier servers' rows are kept
+        out["rows"] = json.loads(Path(args.json).read_text())["rows"]
+    run_server(work / args.server[0], args.server[0], args.vms, args.per_proxy, out)
     print(f"{'server':<9}{'mode':<10}{'at once':>8}{'wall s':>9}{'VMs/min':>9}"
           f"{'VM flow s':>11}{'overhead/VM s':>15}{'API/VM':>8}{'ok':>5}{'load':>12}")
     for r in out["rows"]:

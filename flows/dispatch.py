@@ -24,10 +24,12 @@ from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Crashed
 
 from dpflow.catalog import Catalog
 from dpflow.environment import Environment
+from dpflow.errors import UserError
 from dpflow.locks import is_free
 from dpflow.pools import FLOW, deployment_name, pools
 from flows.vm_image import BackupResult
@@ -55,9 +57,14 @@ def back_up_on_pools(env: Environment, dc: str, vm: str, store: str | None, atte
 def run_on_pool(catalog: Catalog, dc: str, vm: str, store: str | None, attempt: int,
                 pool: str, wait_s: float) -> tuple[BackupResult | None, str]:
     """(the VM's result, '') or (None, why) when the worker running it died."""
-    run = cast(FlowRun, run_deployment(  # sync here: a FlowRun, not a coroutine
-        f"{FLOW}/{deployment_name(pool)}", timeout=0, as_subflow=True,
-        parameters={"dc": dc, "vm": vm, "store": store, "attempt": attempt}))
+    name = f"{FLOW}/{deployment_name(pool)}"
+    try:
+        run = cast(FlowRun, run_deployment(  # sync here: a FlowRun, not a coroutine
+            name, timeout=0, as_subflow=True,
+            parameters={"dc": dc, "vm": vm, "store": store, "attempt": attempt}))
+    except ObjectNotFound:
+        raise UserError(f"no deployment {name} for work pool '{pool}': create it with "
+                        f"`python deployments/pools.py --dc {dc}`") from None
     deadline = time.monotonic() + wait_s
     next_check = time.monotonic() + OWNER_CHECK_S
     with get_client(sync_client=True) as client:
@@ -80,13 +87,16 @@ def run_on_pool(catalog: Catalog, dc: str, vm: str, store: str | None, attempt: 
 
 
 def owner_gone(catalog: Catalog, vm: str, flow_run_id: str) -> bool:
-    """Its session is open while the VM's lock is free (asked in that order, then the
-    session again: a live run closes its session before it frees the lock)."""
+    """Its session was closed as `aborted` by another run that found its process gone,
+    or it is open while the VM's lock is free (asked in that order, then the session
+    again: a live run closes its session before it frees the lock)."""
     row = catalog.session_of_flow_run(flow_run_id)
+    if row is not None and row.status == "aborted":
+        return True
     if row is None or row.status != "running" or not is_free("vm", vm):
         return False
     row = catalog.session_of_flow_run(flow_run_id)
-    return row is not None and row.status == "running"
+    return row is not None and row.status in ("running", "aborted")
 
 
 def outcome(catalog: Catalog, vm: str, flow_run_id: str, state_message: str) -> BackupResult:

@@ -70,3 +70,61 @@ def test_backup_and_restore_with_the_catalog_on_postgresql(postgres, prefect_ser
     assert rr.verified and disk_bytes(vcsim, f"{vm}-pg", 0, len(data)) == data
     assert {s.status for s in cat.running_sessions()} == set()
     cat.close()
+
+
+def test_prefect_server_on_postgresql_records_a_flow_and_its_lock(postgres, tmp_path) -> None:
+    """`prefect server start` with PREFECT_API_DATABASE_CONNECTION_URL (asyncpg): a flow
+    that takes a dpflow lock (a global concurrency limit with a lease) runs against it, and
+    its run is a row in PostgreSQL."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import psycopg
+
+    postgres.create_db("prefect")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_URL")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               PREFECT_API_DATABASE_CONNECTION_URL=postgres.url("prefect"))
+    with open(tmp_path / "server.log", "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host",
+                                   "127.0.0.1", "--port", str(port)], env=env, stdout=log,
+                                  stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                with urllib.request.urlopen(f"{api}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (
+                (tmp_path / "server.log").read_text()[-2000:])
+            time.sleep(0.5)
+        code = ("from prefect import flow\n"
+                "from dpflow.locks import exclusive\n"
+                "@flow(name='on-postgres')\n"
+                "def f() -> int:\n"
+                "    with exclusive('vm', 'pg-check'):\n"
+                "        return 7\n"
+                "assert f() == 7\n")
+        subprocess.run([sys.executable, "-c", code], env=dict(env, PREFECT_API_URL=api),
+                       check=True, timeout=300, capture_output=True)
+        dsn = postgres.url("prefect", driver="x").replace("postgresql+x", "postgresql")
+        with psycopg.connect(dsn) as conn:
+            rows = conn.execute("SELECT f.name, r.state_type FROM flow_run r JOIN flow f "
+                                "ON f.id = r.flow_id").fetchall()
+            limits = conn.execute("SELECT name FROM concurrency_limit_v2").fetchall()
+        assert [(n, str(s).rsplit(".", 1)[-1]) for n, s in rows] == [("on-postgres", "COMPLETED")]
+        assert any(n.startswith("dpflow-vm-pg-check") for (n,) in limits)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
