@@ -14,6 +14,7 @@ from dpflow_cli.app import (
     app,
     backup_app,
     console,
+    err,
     exit_for,
     guard,
     mb,
@@ -71,21 +72,40 @@ def restore_vm(name: Annotated[str, typer.Argument(help="VM whose version to res
                to_dir: Annotated[Path | None, typer.Option(
                    help="restore the disks as sparse image files <vm>-disk<N>.img into this "
                         "directory instead (no VM, no vCenter)")] = None,
+               vcenter: Annotated[str | None, typer.Option(
+                   help="restore to this vCenter or ESX host of the config (another site)")
+               ] = None,
+               datastore: Annotated[str | None, typer.Option(
+                   help="datastore for the VM's files (default: the one it had)")] = None,
+               host: Annotated[str | None, typer.Option(help="ESX host to place it on")
+                               ] = None,
+               network: Annotated[list[str] | None, typer.Option(
+                   help="move NICs from network OLD to NEW (OLD=NEW, repeatable)")] = None,
                config: ConfigOpt = DEFAULT_CONFIG) -> None:
-    """Full VM restore: a version as a new VM, or in place over a powered-off VM; or its
-    disks as image files (--to-dir)."""
+    """Full VM restore: a version as a new VM, or in place over a powered-off VM, here or
+    at another site (--vcenter, --datastore, --host, --network); or its disks as image
+    files (--to-dir)."""
     if to_dir is not None:
         restore_to_dir(name, version, to_dir, force, config)
         return
     cfg = prepare(config)
+    nets = {}
+    for pair in network or []:
+        old, sep, new = pair.partition("=")
+        if not (sep and old and new):
+            err.print(f"[bold red]error:[/] --network {pair!r}: write it OLD=NEW, e.g. "
+                      "--network 'VM Network=DR Network'", soft_wrap=True)
+            raise typer.Exit(2)
+        nets[old] = new
 
     def go() -> Any:
         from dpflow.environment import environment
         from flows.vm_image import plan_restore, restore_vm_image
 
         row, _ = plan_restore(environment(cfg), name, version)  # mistakes: one line, exit 2
-        return with_progress(lambda: restore_vm_image(cfg, name, row.id, as_name, force,
-                                                      power_on))
+        return with_progress(lambda: restore_vm_image(
+            cfg, name, row.id, as_name, force, power_on, vcenter=vcenter, datastore=datastore,
+            host=host, network_map=nets or None))
     r = guard(go)
     console.print(f"[green]restored[/] {r.vm} version {r.version_id} as {r.target} "
                   f"({'new VM' if r.created else 'in place'}): {mb(r.bytes_written)} written "

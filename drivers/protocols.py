@@ -60,6 +60,8 @@ class VmInfo(BaseModel):
     guest_id: str = "otherGuest"
     disks: list[DiskInfo] = []
     annotation: str = Field("", description="the VM's notes (a restore marks its VMs here)")
+    networks: list[str] = Field([], description="the network of each NIC, in device order "
+                                "(a restore gives the new VM these NICs)")
 
 
 class RawDisk(BaseModel):

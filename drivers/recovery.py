@@ -38,6 +38,10 @@ class VmHealth(BaseModel):
 
 @runtime_checkable
 class SiteRecovery(Protocol):
+    def placement_problems(self, datastore: str, host: str | None,
+                           networks: list[str]) -> list[str]:
+        """What a VM placed on this datastore, host and networks would lack (empty: none)."""
+
     def rescan_storage(self) -> None:
         """Rescan HBAs and VMFS volumes of every host of the datacenter."""
 

@@ -102,7 +102,10 @@ class VSphere(RecoveryOps, Hunter, VcConnection):
                       datastore=ds, num_cpu=cfg.hardware.numCPU, memory_mb=cfg.hardware.memoryMB,
                       guest_id=cfg.guestId or "otherGuest", disks=disks,
                       annotation=cfg.annotation or "",
-                      host=vm.runtime.host.name if vm.runtime.host else "")
+                      host=vm.runtime.host.name if vm.runtime.host else "",
+                      networks=[str(getattr(d.backing, "deviceName", "")) for d in
+                                cfg.hardware.device
+                                if isinstance(d, vim.vm.device.VirtualEthernetCard)])
 
     def find_vm(self, name: str) -> VmInfo:
         return self._call(f"find VM {name}", lambda: self._vm_info(self._vm_obj(name)))
@@ -371,6 +374,13 @@ class VSphere(RecoveryOps, Hunter, VcConnection):
                         key=-100, backing=vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
                             deviceName=network), connectable=vim.vm.device.VirtualDevice
                         .ConnectInfo(startConnected=True, connected=True))))
+            else:  # the VM's own NICs, on the networks the spec names
+                nets = {n.name: n for n in dc.network}
+                dev_changes += [vim.vm.device.VirtualDeviceSpec(
+                    operation="add", device=vim.vm.device.VirtualE1000(
+                        key=-(100 + i), backing=vim.vm.device.VirtualEthernetCard
+                        .NetworkBackingInfo(deviceName=n, network=nets.get(n))))
+                    for i, n in enumerate(spec.networks)]
             cfg = vim.vm.ConfigSpec(name=name, numCPUs=spec.num_cpu, memoryMB=spec.memory_mb,
                                     guestId=spec.guest_id, deviceChange=dev_changes,
                                     annotation=marker or None,

@@ -34,6 +34,23 @@ class RecoveryOps:
     def _datastore(self, name: str) -> Any | None:
         return next((d for d in self._datacenter().datastore if d.name == name), None)
 
+    def placement_problems(self, datastore: str, host: str | None,
+                           networks: list[str]) -> list[str]:
+        """What a VM placed here would lack: the datastore, the host, a network."""
+        def go() -> list[str]:
+            dc = self._datacenter()
+            out = []
+            if datastore not in {d.name for d in dc.datastore}:
+                out.append(f"no datastore '{datastore}'")
+            hosts = {h.name for cr in dc.hostFolder.childEntity for h in getattr(cr, "host", [])}
+            if host and host not in hosts:
+                out.append(f"no host '{host}' (hosts: {', '.join(sorted(hosts))})")
+            nets = {n.name for n in dc.network}
+            out += [f"no network '{n}'" for n in dict.fromkeys(networks) if n not in nets]
+            return out
+        found: list[str] = self._call("check placement", go)
+        return found
+
     def rescan_storage(self) -> None:
         def go() -> None:
             for h in self._hosts():

@@ -33,6 +33,7 @@ from tasks.media import (
     verify_restored_disk,
 )
 from tasks.sessions import registered, session
+from tasks.site_vms import check_placement
 from tasks.vsphere import (
     check_restore_target_vm,
     check_space,
@@ -134,19 +135,30 @@ def backup_vm_image(dc: str, vm: str, store: str | None = None, full: bool = Fal
 @flow(name="restore-vm-image", log_prints=True)
 def restore_vm_image(dc: str, vm: str, version: str | None = None,
                      as_name: str | None = None, force: bool = False,
-                     power_on_after: bool = False) -> RestoreResult:
-    """Give a VM back from a version: as a new VM, or in place over a powered-off one."""
+                     power_on_after: bool = False, vcenter: str | None = None,
+                     datastore: str | None = None, host: str | None = None,
+                     network_map: dict[str, str] | None = None) -> RestoreResult:
+    """Give a VM back from a version: as a new VM, or in place over a powered-off one.
+    With vcenter / datastore / host / network_map, to another place: another site's
+    vCenter or a standalone ESX host, the VM's NICs moved to the mapped networks (the
+    media leg of disaster recovery, when replication itself is lost)."""
     t0 = time.perf_counter()
     with open_environment(dc) as env:
         row, manifest = plan_restore(env, vm, version)
         source = VmInfo.model_validate(manifest.vm)
-        vcenter = env.dc.vcenters[0].name
+        vcenter = vcenter or env.dc.vcenters[0].name
+        if datastore or network_map or host or vcenter != env.dc.vcenters[0].name:
+            nets = network_map or {}
+            source = source.model_copy(update={
+                "datastore": datastore or source.datastore,
+                "networks": [nets.get(n, n) for n in source.networks]})
+            check_placement(env, vcenter, source.datastore, host, source.networks)
         target = as_name or vm
         check_restore_target_vm(env, vcenter, source, target, as_name is None, force)
         with exclusive("vm", target), session(env, "restore-image", target) as s:
             target_vm, created = prepare_target(env, vcenter, source, target,
                                                 in_place=as_name is None, force=force,
-                                                session_id=s.id)
+                                                session_id=s.id, host=host)
             try:
                 if not created:
                     # overwriting an existing VM: prove every chunk readable first, so a

@@ -29,6 +29,12 @@ def _esx(vc: Vcsim) -> vim.HostSystem:
     return _dc(vc).hostFolder.childEntity[0].host[0]
 
 
+def add_port_group(vc: Vcsim, name: str) -> None:
+    """A port group (a network) on the first host's vSwitch0, as an administrator adds one."""
+    _esx(vc).configManager.networkSystem.AddPortGroup(portgrp=vim.host.PortGroup.Specification(
+        name=name, vlanId=0, vswitchName="vSwitch0", policy=vim.host.NetworkPolicy()))
+
+
 def format_datastore(vc: Vcsim, label: str) -> str:
     """A VMFS datastore `label` on the first blank LUN presented to the site's hosts."""
     esx = _esx(vc)

@@ -184,13 +184,9 @@ def start_site_vcenter(work: Path, array: EvaServer, host: str, network: str) ->
                extra_env={"DPFLOW_VCSIM_SAN_PASSWORD": array.password}).start()
     try:
         if network != "VM Network":
-            from pyVmomi import vim
+            from simulators.site_vms import add_port_group
 
-            dc = vc.si().content.rootFolder.childEntity[0]
-            esx = dc.hostFolder.childEntity[0].host[0]
-            esx.configManager.networkSystem.AddPortGroup(portgrp=vim.host.PortGroup.Specification(
-                name=network, vlanId=0, vswitchName="vSwitch0",
-                policy=vim.host.NetworkPolicy()))
+            add_port_group(vc, network)
     except BaseException:
         vc.stop()
         raise

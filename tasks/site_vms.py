@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from dpflow.environment import Environment
-from dpflow.errors import PermanentError
+from dpflow.errors import PermanentError, UserError
 from drivers.recovery import SiteRecovery, VmHealth
 from tasks.common import capable, step
 
@@ -87,3 +87,14 @@ def probe_vm(env: Environment, vcenter: str, vm: str, probes: list[str]) -> list
         if check.status != "passed":
             failed.append(f"{check.name}: {check.detail}")
     return failed
+
+
+@step(name="check restore placement", retries=2)
+def check_placement(env: Environment, vcenter: str, datastore: str, host: str | None,
+                    networks: list[str]) -> None:
+    """A restore to another vCenter, host or datastore: what it lacks, in one line, before
+    a session is opened or anything is created."""
+    problems = recovery(env, vcenter).placement_problems(datastore, host, networks)
+    if problems:
+        raise UserError(f"cannot restore to vCenter {vcenter}: {'; '.join(problems)} "
+                        "(choose --datastore, --host or --network OLD=NEW)")

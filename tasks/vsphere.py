@@ -210,7 +210,8 @@ def reap_orphan_vms(env: Environment, vcenter: str) -> list[str]:
 
 @step(name="prepare restore target")
 def prepare_target(env: Environment, vcenter: str, source: VmInfo, target: str,
-                   in_place: bool, force: bool, session_id: str = "") -> tuple[VmInfo, bool]:
+                   in_place: bool, force: bool, session_id: str = "",
+                   host: str | None = None) -> tuple[VmInfo, bool]:
     """The VM to write into and whether this restore created it (so a failure destroys it).
     A VM this session's earlier attempt created (its marker) is taken as created now."""
     reap_orphan_vms(env, vcenter)
@@ -224,7 +225,7 @@ def prepare_target(env: Environment, vcenter: str, source: VmInfo, target: str,
     if existing is None or (marker and existing.annotation == marker):
         if in_place and existing is None:
             raise UserError(f"VM '{target}' no longer exists: restore it with --as {target}")
-        return hv.create_vm(source, target, marker), True
+        return hv.create_vm(source, target, marker, host=host), True
     _refuse_overwrite(existing, source, target, in_place, force)
     return existing, False
 

@@ -28,6 +28,8 @@ import (
 	"syscall"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
 )
 
 func main() {
@@ -50,6 +52,7 @@ func main() {
 	cbtPageLimit := flag.Int("cbt-page-limit", 64, "changed areas per QueryChangedDiskAreas answer")
 	guestUser := flag.String("guest-user", "root", "guest operations: the guest's user name")
 	guestPassword := flag.String("guest-password", "dpflow-guest", "guest operations: the guest user's password")
+	esx := flag.Bool("esx", false, "simulate a standalone ESX host instead of a vCenter")
 	sanURL := flag.String("san-url", "", "the site array's data path (https://host:port): the hosts' SAN")
 	sanHost := flag.String("san-host", "", "the array's name for this simulator's hosts")
 	sanUser := flag.String("san-user", "admin", "SAN data path user (password from $DPFLOW_VCSIM_SAN_PASSWORD)")
@@ -92,10 +95,14 @@ func main() {
 	cbt.dir = *cbtDir
 
 	model := simulator.VPX()
-	model.Datacenter = *dc
-	model.Cluster = *cluster
-	model.ClusterHost = *host
-	model.Host = *standalone
+	if *esx { // a standalone ESX host: ha-datacenter, one host, no vCenter inventory
+		model = simulator.ESX()
+	} else {
+		model.Datacenter = *dc
+		model.Cluster = *cluster
+		model.ClusterHost = *host
+		model.Host = *standalone
+	}
 	model.Machine = *vms
 	model.Datastore = *ds
 	model.Pool = *pool
@@ -125,6 +132,9 @@ func main() {
 		model.Service.TLS = cfg
 	}
 
+	if *esx {
+		dropStaleDatastores()
+	}
 	installPropertyCollectorFix()
 	installTaskHook()
 	guestCfg.user, guestCfg.password = *guestUser, *guestPassword
@@ -186,4 +196,31 @@ func datastoreByName(name string) *simulator.Datastore {
 		}
 	}
 	return nil
+}
+
+// dropStaleDatastores removes the ESX model's built-in datastore reference, which names
+// no object (only the datastore the model creates exists).
+func dropStaleDatastores() {
+	live := func(refs []types.ManagedObjectReference) []types.ManagedObjectReference {
+		var out []types.ManagedObjectReference
+		for _, r := range refs {
+			if simulator.Map.Get(r) != nil {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	for _, obj := range simulator.Map.All("Datacenter") {
+		dc := obj.(*simulator.Datacenter)
+		dc.Datastore = live(dc.Datastore)
+	}
+	for _, obj := range simulator.Map.All("HostSystem") {
+		h := obj.(*simulator.HostSystem)
+		h.Datastore = live(h.Datastore)
+	}
+	for _, obj := range simulator.Map.All("ComputeResource") {
+		if cr, ok := obj.(*mo.ComputeResource); ok {
+			cr.Datastore = live(cr.Datastore)
+		}
+	}
 }

@@ -69,6 +69,9 @@ func (pc *propertyCollector) Fetch(ctx *simulator.Context, req interface{}) (res
 
 func installPropertyCollectorFix() {
 	ref := simulator.Map.Get(types.ManagedObjectReference{Type: "PropertyCollector", Value: "propertyCollector"})
+	if ref == nil { // the ESX model's name for it
+		ref = simulator.Map.Get(types.ManagedObjectReference{Type: "PropertyCollector", Value: "ha-property-collector"})
+	}
 	if ref == nil {
 		log.Fatal("property collector singleton not found")
 	}
