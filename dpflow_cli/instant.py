@@ -18,16 +18,35 @@ def instant_recover(vm: Annotated[str | None, typer.Argument(help="VM whose vers
                         "--as", help="name of the recovered VM (default: <vm>-instant)")] = None,
                     abort: Annotated[str | None, typer.Option(
                         help="undo the instant recovery of this VM: nothing is left")] = None,
+                    migrate: Annotated[str | None, typer.Option(
+                        help="move this instantly recovered VM to production while it runs"
+                        )] = None,
+                    datastore: Annotated[str | None, typer.Option(
+                        help="--migrate: the production datastore (default: the VM's own)"
+                        )] = None,
                     config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Instant VM Recovery: the version published from the store as an NFS datastore, the
-    VM registered on it and powered on in seconds; or --abort NAME to remove it all."""
+    VM registered on it and powered on in seconds; --migrate NAME moves it to production
+    while it runs (Storage vMotion); --abort NAME removes it all."""
     from dpflow.errors import UserError
 
-    if (vm is None) == (abort is None):
+    if sum(x is not None for x in (vm, abort, migrate)) != 1:
         def refuse() -> None:
-            raise UserError("give a VM to recover, or --abort NAME (not both)")
+            raise UserError("give one of: a VM to recover, --migrate NAME, --abort NAME")
         guard(refuse)
     cfg = prepare(config)
+    if migrate is not None:
+        def move() -> Any:
+            from flows.instant import migrate_instant_recovery
+            from tasks.instant import load
+
+            load(migrate)  # unknown name: one line
+            return migrate_instant_recovery(cfg, migrate, datastore)
+        m = guard(move)
+        console.print(f"[green]migrated[/] {m.name} to datastore {m.datastore} while running "
+                      f"({mb(m.disk_bytes)} of disks) in {m.seconds:.1f}s; the published "
+                      f"version is unmounted, its overlay dropped", highlight=False)
+        return
     if abort is not None:
         def undo() -> Any:
             from flows.instant import abort_instant_recovery

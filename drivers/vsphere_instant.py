@@ -5,7 +5,8 @@ mount_nfs asks the host to mount remoteHost:remotePath as datastore `name`
 (HostDatastoreSystem.CreateNasDatastore); unmount_nfs removes it again (RemoveDatastore,
 refused while a VM uses it). register_vm creates a VM from a saved configuration whose
 disks are the given existing files (no file operation: nothing is created or copied),
-its configuration files on `config_datastore`. Errors translated as in drivers/vsphere.py.
+its configuration files on `config_datastore`. relocate moves a running VM's disks to
+another datastore (Storage vMotion). Errors translated as in drivers/vsphere.py.
 """
 
 from __future__ import annotations
@@ -83,4 +84,19 @@ class InstantRecovery:
             info: VmInfo = self.hv._vm_info(vm)
             return info
         result: VmInfo = self.hv._call(f"register VM {name}", go)
+        return result
+
+    def relocate(self, vm: VmInfo, datastore: str) -> VmInfo:
+        """Move the running VM's disks to `datastore` (RelocateVM_Task: Storage vMotion,
+        the host copies and switches); the VM as it is afterwards."""
+        def go() -> VmInfo:
+            obj = self.hv._vm_by_moref(vm.moref)
+            ds = next((d for d in obj.runtime.host.datastore if d.name == datastore), None)
+            if ds is None:
+                raise NotFound(f"host {obj.runtime.host.name} has no datastore '{datastore}'")
+            self.hv.wait(obj.RelocateVM_Task(spec=vim.vm.RelocateSpec(datastore=ds)),
+                         "relocate VM")
+            info: VmInfo = self.hv._vm_info(obj)
+            return info
+        result: VmInfo = self.hv._call(f"migrate VM {vm.name} to {datastore}", go)
         return result

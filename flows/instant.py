@@ -8,9 +8,11 @@ since nothing is copied first. Every piece is undone if a later one fails.
 abort_instant_recovery: the VM destroyed, the datastore unmounted, the server stopped,
 the overlay dropped: nothing left, production and the store untouched.
 
-Not done yet: migrating the running VM to a production datastore (the overlay's dirty
-chunk map lives in the server process; a migration must copy through it while the guest
-writes, then switch the disks).
+migrate_instant_recovery: the running VM's disks moved to a production datastore by the
+hypervisor (Storage vMotion: RelocateVM_Task copies through the published datastore, the
+overlay's writes included, and switches), then the published datastore unmounted, the
+server stopped, the overlay dropped. A datastore without room is refused before anything
+starts.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from drivers.protocols import VmInfo
 from flows.vm_image import plan_restore
 from tasks.instant import (
     InstantState,
+    check_room,
     check_tools,
+    migrate,
     mount,
     publish,
     register,
@@ -75,6 +79,7 @@ def instant_recover_vm(dc: str, vm: str, version: str | None = None,
             state = InstantState(name=name, vm=vm, version_id=row.id, session_id=s.id,
                                  vcenter=vcenter, host=prepare_lab(env, vcenter), datastore=ds,
                                  mount=str(state_dir() / "mnt" / ds),
+                                 home_datastore=source.datastore,
                                  overlay=str(state_dir() / "overlay" / ds))
             save(state)
             try:
@@ -116,3 +121,43 @@ def abort_instant_recovery(dc: str, name: str) -> list[str]:
         if left:
             raise PermanentError(f"abort of {name} left: {'; '.join(left)}")
         return left
+
+
+class MigrateResult(BaseModel):
+    name: str
+    datastore: str
+    disk_bytes: int
+    seconds: float
+
+
+@flow(name="migrate-instant-recovery", log_prints=True)
+def migrate_instant_recovery(dc: str, name: str, datastore: str | None = None) -> MigrateResult:
+    """Move an instantly recovered VM to production while it runs: its disks copied to a
+    production datastore and switched (Storage vMotion), then the published version
+    unmounted and its overlay dropped.
+
+    Args:
+        dc: the registered data centre (`dpflow dc list`), or a data-centre file
+        name: the recovered VM
+        datastore: the production datastore (default: where the VM's configuration is)
+    """
+    from tasks.instant import load
+
+    t0 = time.perf_counter()
+    with open_environment(dc) as env:
+        state = load(name)
+        target = datastore or state.home_datastore
+        need = check_room(env, state, target)  # no room: one line, nothing started
+        with session(env, "instant-migrate", state.vm) as s:
+            info = migrate(env, state, target)
+            off = [d.file_name for d in info.disks if d.datastore != target]
+            if off:
+                raise PermanentError(f"{name}: disks still off {target} after the migration: "
+                                     f"{', '.join(off)}")
+            state.vm_moref = None  # the VM is production's now: take_down leaves it
+            left = take_down(env, state)
+            if left:
+                raise PermanentError(f"{name} runs on {target}, but left: {'; '.join(left)}")
+            s.status, s.message = "completed", f"{name} migrated to {target}"
+            return MigrateResult(name=name, datastore=target, disk_bytes=need,
+                                 seconds=time.perf_counter() - t0)

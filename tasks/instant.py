@@ -35,6 +35,7 @@ class InstantState(BaseModel):
     datastore: str
     mount: str
     overlay: str
+    home_datastore: str = ""  # where the VM's configuration lives, the default migration target
     pid: int | None = None
     mounted: bool = False
     vm_moref: str | None = None
@@ -89,6 +90,26 @@ def register(env: Environment, state: InstantState, source: VmInfo, marker: str)
     files = [f"[{state.datastore}] {source.name}/disk{i}.vmdk" for i in range(len(source.disks))]
     return InstantRecovery(env.hypervisor(state.vcenter)).register_vm(
         source, state.name, marker, state.host, files, source.datastore)
+
+
+@step(name="migrate VM to production datastore", retries=0)
+def migrate(env: Environment, state: InstantState, datastore: str) -> VmInfo:
+    hv = env.hypervisor(state.vcenter)
+    vm = VmInfo(name=state.name, moref=state.vm_moref or "", power_state="", datastore="")
+    return InstantRecovery(hv).relocate(vm, datastore)
+
+
+def check_room(env: Environment, state: InstantState, datastore: str) -> int:
+    """The disks' size; UserError (nothing started) when the datastore has less free."""
+    hv = env.hypervisor(state.vcenter)
+    info = hv.find_vm(state.name)
+    need = sum(d.capacity_bytes for d in info.disks)
+    free = hv.datastore_free_bytes(datastore)
+    if free < need:
+        raise UserError(f"datastore {datastore} has {free:,} bytes free, the disks of "
+                        f"{state.name} need {need:,}: nothing was started; migrate to another "
+                        f"datastore (--datastore) or make room")
+    return need
 
 
 def take_down(env: Environment, state: InstantState) -> list[str]:

@@ -5,7 +5,8 @@
 // QueryChangedDiskAreas (/_cbt to page and corrupt answers), fault injection at run time
 // (/_fault), a datastore free-space override (/_datastore), guest file operations on
 // the VM's ext4 disk image (guest.go), a guest heartbeat for VMs that boot from such a
-// disk (heartbeat.go), and workarounds for three
+// disk (heartbeat.go), NFS datastores of a local export (nas.go), Storage vMotion that
+// copies the disks (relocate.go), and workarounds for three
 // server bugs that break pyVmomi >= 8 (see /work/shared/notes/vcsim.md).
 //
 // Output on stdout, one KEY=VALUE per line, READY last:

@@ -147,6 +147,12 @@ func wrapTask(id string, entity types.ManagedObjectReference, t *simulator.Task,
 			}
 		}
 		return res, fault
+	case "VirtualMachine.relocateVm": // vm locked
+		res, fault := run(t)
+		if fault == nil {
+			fault = relocateDisks(simulator.Map.Get(entity).(*simulator.VirtualMachine))
+		}
+		return res, fault
 	case "VirtualMachine.cloneVm": // vm locked
 		return cloneVM(entity, t, run)
 	case "VirtualMachine.powerOn", "VirtualMachine.powerOff", "VirtualMachine.reset": // vm locked

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dpflow.environment import environment
+from dpflow.guestfs import RangeFile, discover
 from tests.integration.test_restore_proofs import backed_up_vm, lab_config
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"),
@@ -26,6 +27,14 @@ def packs_digest(cfg: Path) -> str:
     return h.hexdigest()
 
 
+class _FileReader:
+    def __init__(self, f) -> None:
+        self.f = f
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.f.fileno(), length, offset)
+
+
 def datastores(vcsim) -> set[str]:
     content = vcsim.si().content
     return {d.name for dc in content.rootFolder.childEntity for d in dc.datastore}
@@ -33,16 +42,29 @@ def datastores(vcsim) -> set[str]:
 
 def test_instant_recovery_runs_the_version_and_abort_leaves_nothing(vcsim, dc_config, tmp_path,
                                                                     monkeypatch):
+    from flows.instant import instant_recover_vm
+    from tasks.instant import load, state_path, take_down
+
+    name, version, hostname = backed_up_vm(vcsim, dc_config, tmp_path)
+    cfg = lab_config(dc_config, monkeypatch, vcsim)
+    before = packs_digest(cfg)
+    r = instant_recover_vm(str(cfg), name, as_name=f"{name}-ivr")
+    try:
+        check_running_then_abort(vcsim, cfg, tmp_path, name, version, r)
+    finally:
+        if state_path(r.name).exists():  # a failed check above: take it down anyway
+            take_down(environment(cfg), load(r.name))
+    assert packs_digest(cfg) == before  # the store was never written
+
+
+def check_running_then_abort(vcsim, cfg: Path, tmp_path: Path, name: str, version: str,
+                             r) -> None:
     from dpflow.errors import UserError
     from drivers.vsphere_guest import GuestFiles
     from drivers.vsphere_lab import IsolatedLab
     from flows.instant import abort_instant_recovery, instant_recover_vm
     from tasks.instant import load, state_path
 
-    name, version, hostname = backed_up_vm(vcsim, dc_config, tmp_path)
-    cfg = lab_config(dc_config, monkeypatch, vcsim)
-    before = packs_digest(cfg)
-    r = instant_recover_vm(str(cfg), name, as_name=f"{name}-ivr")
     assert r.version_id == version and r.datastore in datastores(vcsim)
     env = environment(cfg)
     hv = env.hypervisor("vcsim")
@@ -76,4 +98,68 @@ def test_instant_recovery_runs_the_version_and_abort_leaves_nothing(vcsim, dc_co
     assert r.datastore not in datastores(vcsim)
     assert not os.path.ismount(state.mount) and not Path(state.overlay).exists()
     assert not state_path(r.name).exists()
-    assert packs_digest(cfg) == before  # the store was never written
+
+
+def test_migration_under_guest_writes_ends_equal_to_the_overlay(vcsim, dc_config, tmp_path,
+                                                              monkeypatch):
+    """No room → refused before it starts; then the running VM moves to LocalDS_0 while its
+    guest writes files: the migrated disk equals the overlay's final state, the published
+    datastore and the overlay are gone, the store unchanged."""
+    import threading
+
+    from dpflow.errors import UserError
+    from drivers.vsphere_guest import GuestFiles
+    from flows.instant import instant_recover_vm, migrate_instant_recovery
+    from tasks.instant import load, state_path, take_down
+
+    name, _, _ = backed_up_vm(vcsim, dc_config, tmp_path)
+    cfg = lab_config(dc_config, monkeypatch, vcsim)
+    before = packs_digest(cfg)
+    r = instant_recover_vm(str(cfg), name, as_name=f"{name}-mig")
+    state = load(r.name)
+    try:
+        vcsim.set_datastore_free(1 << 20)
+        with pytest.raises(UserError, match="nothing was started"):
+            migrate_instant_recovery(str(cfg), r.name)
+        vcsim.set_datastore_free(None)
+        assert load(r.name).mounted and vcsim.vm_exists(r.name)  # still running from the store
+        hv = environment(cfg).hypervisor("vcsim")
+        gf = GuestFiles(hv, hv.find_vm(r.name), "root", vcsim.guest_password)
+        gf.mkdir("/migrate")
+        stop, wrote = threading.Event(), []
+
+        def guest() -> None:  # the guest keeps writing files while it migrates
+            while not stop.is_set():
+                data = os.urandom(8192)
+                gf.upload(f"/migrate/f{len(wrote)}", [data], len(data), overwrite=True)
+                wrote.append(data)
+
+        t = threading.Thread(target=guest)
+        t.start()
+        try:
+            while len(wrote) < 2:
+                stop.wait(0.05)
+            m = migrate_instant_recovery(str(cfg), r.name)
+        finally:
+            stop.set()
+            t.join()
+        info = hv.find_vm(r.name)
+        assert m.datastore == "LocalDS_0" and info.power_state == "poweredOn"
+        assert all(d.datastore == "LocalDS_0" for d in info.disks)
+        assert r.datastore not in datastores(vcsim) and not os.path.ismount(state.mount)
+        assert not Path(state.overlay).exists() and not state_path(r.name).exists()
+        # every file the guest wrote, before, during and after the switch, is on the
+        # migrated disk with its bytes (read from the disk file, not through the guest)
+        final = vcsim.local_path(info.disks[0].file_name)
+        flat = final.with_name(final.name.replace(".vmdk", "-flat.vmdk"))
+        with open(flat, "rb") as f:
+            dev = RangeFile(_FileReader(f), info.disks[0].capacity_bytes)
+            (vol,) = [v for _, v in discover(dev, info.disks[0].capacity_bytes) if v]
+            for n, data in enumerate(wrote):
+                with vol.open(vol.lookup(("migrate", f"f{n}"))) as g:
+                    assert g.read() == data, n
+    finally:
+        vcsim.set_datastore_free(None)
+        if state_path(r.name).exists():
+            take_down(environment(cfg), load(r.name))
+    assert packs_digest(cfg) == before
