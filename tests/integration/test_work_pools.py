@@ -95,8 +95,8 @@ def test_killed_worker_vm_is_backed_up_by_the_other_pool(vcsim, postgres, dc_con
                 client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         assert set(deploy_pools(cfg)) == set(POOLS.values())
 
-        vcsim.create_vm(a1 := f"pa-{os.getpid()}", [16 << 20])
-        vcsim.seed_disk(a1, 0, os.urandom(16 << 20))
+        vcsim.create_vm(a1 := f"pa-{os.getpid()}", [32 << 20])  # 8 range reads, ~6 s
+        vcsim.seed_disk(a1, 0, os.urandom(32 << 20))
         site_b.create_vm(b1 := f"pb-{os.getpid()}", [4 << 20])
         site_b.seed_disk(b1, 0, os.urandom(4 << 20))
         vcsim.set_fault(path=r"-flat\.vmdk$", kind="delay", ms=1500, count=0)  # a slow copy
