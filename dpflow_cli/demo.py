@@ -168,6 +168,11 @@ def run_demo(workdir: Path, disk_mib: int, console: Console) -> None:
         rows.append(("verify store (100 % read)", "sound" if vr.ok else "DAMAGED",
                      f"{vr.chunks_checked:,} chunks, AES-256-GCM"))
 
+        console.rule("restore test with a signed proof; Instant VM Recovery")
+        from dpflow_cli.demo_proofs import run_proofs_demo
+
+        rows += run_proofs_demo(sim, config, workdir, console, str(db.version_id))
+
         console.rule("file level: NTFS and ext4 guests, incremental, one file from an image")
         from dpflow_cli.demo_files import run_files_demo
 
