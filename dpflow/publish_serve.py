@@ -1,16 +1,19 @@
 """Serve a published version (dpflow.published) in its own process, and start/stop it.
 
-    python -m dpflow.publish_serve DC VERSION MOUNTPOINT OVERLAY_DIR
+    python -m dpflow.publish_serve OVERLAY_DIR
 
 The server outlives the flow that started it (the recovered VM runs from it until it is
-migrated or the recovery is aborted); it opens the data centre's store itself (the key
-from the data centre's secret reference, never from an argument) and ends when its mount
-is unmounted. `start` waits until the mount answers; `stop` unmounts and waits for the
-process.
+migrated or the recovery is aborted) and ends when its mount is unmounted. What it
+serves is written by `start` to OVERLAY_DIR/publish.json (store, disks, mount point);
+the store key, resolved by the caller from the data centre's secret reference, reaches
+it in its environment (DPFLOW_PUBLISH_KEY), never in an argument or a file. It imports
+neither Prefect nor the hypervisor driver, so it starts in about a second. `start` waits
+until the mount answers; `stop` unmounts and waits for the process.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,18 +21,28 @@ import time
 from pathlib import Path
 
 from dpflow.errors import PermanentError
+from dpflow.store.manifest import DiskManifest
 
 READY_S = 30.0
+KEY_ENV = "DPFLOW_PUBLISH_KEY"
 
 
-def start(dc: str, version_id: str, mount: Path, overlay: Path) -> int:
-    """The server's pid once `mount` serves the version; PermanentError if it does not."""
+def start(store_root: Path, compression_level: int, key: str | None, folder: str,
+          disks: list[DiskManifest], mount: Path, overlay: Path, version_id: str) -> int:
+    """The server's pid once `mount` serves the disks; PermanentError if it does not."""
     mount.mkdir(parents=True, exist_ok=True)
     overlay.mkdir(parents=True, exist_ok=True)
+    spec = {"store": str(store_root), "compression_level": compression_level,
+            "folder": folder, "mount": str(mount),
+            "disks": [d.model_dump(mode="json") for d in disks]}
+    (overlay / "publish.json").write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    if key:
+        env[KEY_ENV] = key
     log = open(overlay / "server.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen([sys.executable, "-m", "dpflow.publish_serve", dc, version_id,
-                             str(mount), str(overlay)], stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=log, start_new_session=True, close_fds=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dpflow.publish_serve", str(overlay)],
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                            start_new_session=True, close_fds=True)
     log.close()
     deadline = time.monotonic() + READY_S
     while not os.path.ismount(mount):
@@ -68,17 +81,18 @@ def stop(mount: Path, pid: int | None = None, timeout_s: float = 30.0) -> None:
 def main(argv: list[str]) -> None:
     from mfusepy import FUSE
 
-    from dpflow.environment import environment
     from dpflow.published import PublishedVersion
-    from dpflow.store.manifest import read_manifest
+    from dpflow.store.chunks import ChunkStore
+    from dpflow.store.crypto import parse_key
 
-    dc, version_id, mount, overlay = argv
-    env = environment(dc)
-    row = env.catalog().version(version_id)
-    store = env.store(row.store)
-    manifest = read_manifest(store, version_id)
-    ops = PublishedVersion(store, manifest.disks, row.object.name, Path(overlay))
-    FUSE(ops, mount, foreground=True, nothreads=True, direct_io=True)
+    (overlay,) = argv
+    spec = json.loads((Path(overlay) / "publish.json").read_text())
+    key_text = os.environ.pop(KEY_ENV, None)
+    store = ChunkStore(Path(spec["store"]), compression_level=spec["compression_level"],
+                       key=parse_key(key_text) if key_text else None).init(create=False)
+    disks = [DiskManifest.model_validate(d) for d in spec["disks"]]
+    ops = PublishedVersion(store, disks, spec["folder"], Path(overlay))
+    FUSE(ops, spec["mount"], foreground=True, nothreads=True, direct_io=True)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def instant_recover_vm(dc: str, vm: str, version: str | None = None,
                                  overlay=str(state_dir() / "overlay" / ds))
             save(state)
             try:
-                state.pid = publish(env, dc, state)
+                state.pid = publish(env, state)
                 save(state)
                 state.mounted = True
                 mount(env, state)

@@ -72,8 +72,15 @@ def check_tools() -> None:
 
 
 @step(name="publish version", retries=0)
-def publish(env: Environment, dc: str, state: InstantState) -> int:
-    pid = publish_serve.start(dc, state.version_id, Path(state.mount), Path(state.overlay))
+def publish(env: Environment, state: InstantState) -> int:
+    from dpflow.store.manifest import read_manifest
+
+    row = env.catalog().version(state.version_id)
+    s = env.dc.store(row.store)
+    disks = read_manifest(env.store(row.store), state.version_id).disks
+    pid = publish_serve.start(s.path, s.compression_level, s.key.resolve() if s.key else None,
+                              state.vm, disks, Path(state.mount), Path(state.overlay),
+                              state.version_id)
     get_run_logger().info("version %s published at %s (pid %d)", state.version_id,
                           state.mount, pid)
     return pid
