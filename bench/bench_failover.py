@@ -5,14 +5,17 @@
    (sync); then the link is cut, as if site A were lost. Reported: the writes and bytes
    site B does not have (what an unplanned failover loses) and the age of the oldest
    unsent write (RPO in seconds), and the host's mean write latency.
-2. Failover time: the real `failover_site` flow (planned: hide LUNs at A, wait in sync,
-   fail over, present at B) over 2 and 20 DR groups, from the plan to the last group's
-   LUNs presented at site B, on a local Prefect server. No VMs are brought up (dpflow
-   does not yet register and power on VMs at the remote site), so this is the storage
-   part of a site failover only.
+2. Failover time: the real `failover_site` flow, planned, for 2 and 20 VMs on one VMFS
+   datastore (one EVA vdisk, one sync DR group) with two vCenter simulators: power the
+   VMs off at A (the host writes the datastore back to its LUN), unregister, unmount,
+   hide the LUN, wait in sync, fail over, present at B, rescan, resignature, then per
+   priority group (a fifth of the VMs in group 1, the rest in group 2) register, re-map
+   the network, power on, wait for the guest heartbeat and probe a file through guest
+   operations. Reported: plan → last VM up (the flow's clock), wall time, and the
+   1-minute load average before and after (the machine is shared: figures move with it).
 
     uv run python bench/bench_failover.py [--seconds 5] [--rate 8] [--bandwidth-mib 4]
-                                          [--json bench/results/failover.json]
+                                          [--vms 2,20] [--json bench/results/failover.json]
 """
 
 from __future__ import annotations
@@ -76,27 +79,42 @@ def rpo(s: TwoSites, mode: str, seconds: float, rate: float, bandwidth: float) -
     return out
 
 
-def failover_time(s: TwoSites, work: Path, groups: int) -> dict[str, Any]:
+def failover_time(s: TwoSites, work: Path, vms: int) -> dict[str, Any]:
+    from flows.dr_admin import protect
     from flows.site_failover import failover_site
+    from simulators import site_vms as w
 
     a = SmisArray(s.a.connection())
-    specs = []
-    for i in range(groups):
-        v = f"g{groups}-{i}"
-        a.create_vdisk(v, 4 * MiB, "DG1")
-        lun = a.present(v, "esx-a").lun
-        s.host("A").write(lun, 0, os.urandom(MiB))
-        a.create_dr_group(v, [v], "EVA-B")
-        specs.append({"name": v, "home": "A", "remote": "B", "vdisks": [v]})
-    for g in specs:
-        wait(lambda g=g: a.get_dr_group(g["name"]).in_sync)
-    cfg = s.write_config(work / f"dc-{groups}.yaml", specs)
+    name = f"fo{vms}"
+    a.create_vdisk(f"{name}-lun", 256 * MiB, "DG1")
+    lun = a.present(f"{name}-lun", "esx-a").lun
+    vca = s.vcenters["A"]
+    ds = w.format_datastore(vca, f"DS-{name}", w.lun_id(s.a, "esx-a", lun))
+    names = [f"{name}-vm{i:02d}" for i in range(vms)]
+    for vm in names:
+        w.create_vm(vca, vm, ds, 4 * MiB, power_on=False)
+        w.install_guest(vca, vm, {"app/health": b"ok\n"})
+        w.guest_write(vca, vm, 3 * MiB, os.urandom(256 * 1024))
+        w.power_on(vca, vm)
+    cfg = s.write_config(work / f"dc-{vms}.yaml", [{
+        "name": name, "home": "A", "remote": "B", "vdisks": [f"{name}-lun"], "mode": "sync",
+        "datastore": ds, "vms": [{"name": vm, "priority": 1 if i < max(1, vms // 5) else 2,
+                                  "probes": ["guest-file:/app/health"]}
+                                 for i, vm in enumerate(names)]}])
+    protect(str(cfg))
+    wait(lambda: a.get_dr_group(name).in_sync)
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     res = failover_site(str(cfg), "B", planned=True)
     wall = time.perf_counter() - t0
-    assert res.ok, [g.message for g in res.groups if g.status == "failed"]
-    return {"dr_groups": groups, "flow_s": round(res.seconds, 1), "wall_s": round(wall, 1),
-            "per_group_s": round(res.seconds / groups, 2)}
+    assert res.ok, ([g.message for g in res.groups], [v for v in res.vms if v.status != "up"])
+    vcb = s.vcenters["B"]
+    sent_ok = all(vcb.vm_exists(vm) for vm in names)
+    last_up = max(v.up_at_s or 0.0 for v in res.vms)
+    return {"vms": vms, "plan_to_last_vm_up_s": round(last_up, 1),
+            "flow_s": round(res.seconds, 1), "wall_s": round(wall, 1),
+            "per_vm_s": round(last_up / vms, 2), "all_registered_at_b": sent_ok,
+            "load_1min_before": round(load0, 1), "load_1min_after": round(os.getloadavg()[0], 1)}
 
 
 def main() -> None:
@@ -104,7 +122,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rate", type=float, default=8.0, help="host writes of 1 MiB per second")
     ap.add_argument("--bandwidth-mib", type=float, default=4.0, help="async link MiB/s")
-    ap.add_argument("--groups", default="2,20", help="DR group counts to fail over")
+    ap.add_argument("--vms", default="2,20", help="VM counts to fail over")
     ap.add_argument("--skip-rpo", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -115,7 +133,7 @@ def main() -> None:
         from dpflow import prefect_server
 
         results: dict[str, Any] = {"rpo": [], "failover": []}
-        with TwoSites.start(work / "sites", pool_bytes=2048 * MiB) as s:
+        with TwoSites.start(work / "sites", pool_bytes=2048 * MiB, vcenters=True) as s:
             for mode in () if args.skip_rpo else ("async", "sync"):
                 r = rpo(s, mode, args.seconds, args.rate, args.bandwidth_mib * MiB)
                 results["rpo"].append(r)
@@ -126,13 +144,15 @@ def main() -> None:
             prefect_server.quiet_defaults()
             os.environ["PREFECT_API_URL"] = prefect_server.ensure_server()
             try:
-                for n in (int(x) for x in args.groups.split(",")):
+                for n in (int(x) for x in args.vms.split(",")):
                     f = failover_time(s, work, n)
                     results["failover"].append(f)
                     if args.json:  # what is measured so far survives a timeout
                         args.json.write_text(json.dumps(results, indent=2) + "\n")
-                    print(f"planned failover of {n:>2} DR groups: {f['flow_s']} s in the flow "
-                          f"({f['per_group_s']} s per group), {f['wall_s']} s wall", flush=True)
+                    print(f"planned failover of {n:>2} VMs: plan → last VM up "
+                          f"{f['plan_to_last_vm_up_s']} s ({f['per_vm_s']} s per VM), flow "
+                          f"{f['flow_s']} s, wall {f['wall_s']} s; load average "
+                          f"{f['load_1min_before']} → {f['load_1min_after']}", flush=True)
             finally:
                 prefect_server.stop_server()
     if args.json:

@@ -9,6 +9,12 @@ bit-for-bit with A's initial bytes plus the writes that crossed the link, rebuil
 the writer's journal: a prefix of the writes, the same for both LUNs, nothing after it.
 Then B writes, A comes back (it learns it lost and is resynchronised from B) and after
 the 15-minute guard (the arrays' clocks moved on) the group fails back home.
+Two VMs ride along: their files live in a VMFS volume on a third vdisk of the same DR
+group, so they reach B only through the link. At B the failover flow mounts the volume
+by resignature, registers them from their .vmx, moves their NIC to B's network and starts
+them by priority (db01, then web01), each checked by its guest heartbeat and a file read
+through guest operations; their disks at B are compared bit for bit with what A's host
+had written to the LUN. The failback brings them up at A again, with what they wrote at B.
 """
 
 from __future__ import annotations
@@ -21,6 +27,45 @@ from typing import Any
 from dpflow_cli.demo_array import DependentWriter, initial_bytes, read_lun, write_lun
 
 MiB = 1 << 20
+VMS = (("db01", 1), ("web01", 2))
+
+
+def _vms_at_a(s: Any, a: Any) -> dict[str, bytes]:
+    """A VMFS datastore on vdisk `vmfs` at A with the demo's VMs (each booting from an
+    ext4 file system, with data after it); the host writes it to the LUN. Their bytes."""
+    import os
+
+    from simulators import site_vms as w
+
+    a.create_vdisk("vmfs", 64 * MiB, "DG1")
+    lun = a.present("vmfs", "esx-a").lun
+    vca = s.vcenters["A"]
+    ds = w.format_datastore(vca, "DS-app", w.lun_id(s.a, "esx-a", lun))
+    sent = {}
+    for vm, _ in VMS:
+        w.create_vm(vca, vm, ds, 6 * MiB, power_on=False)
+        w.install_guest(vca, vm, {"app/health": b"ok\n"})
+        w.guest_write(vca, vm, 4 * MiB, os.urandom(MiB))
+        w.power_on(vca, vm)
+        sent[vm] = w.disk_bytes(vca, vm)
+    w.flush(vca, ds)
+    return sent
+
+
+def _vm_rows(res: Any, s: Any, site: str, sent: dict[str, bytes]) -> list[tuple[str, str, str]]:
+    from simulators import site_vms as w
+
+    up = {v.vm: v for v in res.vms if v.status == "up"}
+    order = [v.vm for v in sorted(up.values(), key=lambda v: v.up_at_s or 0)]
+    ok = set(up) == set(sent) and order[0] == "db01"
+    nets = sorted({n for v in up.values() for n in v.networks})
+    same = all(w.disk_bytes(s.vcenters[site], vm) == data for vm, data in sent.items()
+               if s.vcenters[site].vm_exists(vm))
+    return [(f"VMs up at site {site}", "yes" if ok else "NO",
+             f"{' then '.join(order) or 'none'} by priority; heartbeat and /app/health "
+             f"probe ok; network {', '.join(nets)}"),
+            (f"VM disks at {site} bit for bit", "yes" if same and ok else "NO",
+             f"{len(sent)} disks = what the other site's host had written to the LUN")]
 
 
 def _wait(cond: Any, timeout: float = 120.0) -> bool:
@@ -46,7 +91,7 @@ def run_dr_demo(workdir: Path, console: Any, lun_mib: int = 16) -> list[tuple[st
     rows: list[tuple[str, str, str]] = []
     size, t_start = lun_mib * MiB, time.perf_counter()
     prefect_server.ensure_server()
-    with TwoSites.start(workdir / "sites") as s:
+    with TwoSites.start(workdir / "sites", vcenters=True) as s:
         console.print(f"site A: {s.a.url}, site B: {s.b.url} (EVA simulators, CA-verified "
                       "HTTPS for SMI-S and for the inter-site link)")
         a = SmisArray(s.a.connection())
@@ -58,14 +103,18 @@ def run_dr_demo(workdir: Path, console: Any, lun_mib: int = 16) -> list[tuple[st
         init = [initial_bytes(size, 11), initial_bytes(size, 12)]
         for lun, data in zip(luns, init, strict=True):
             write_lun(host_a, lun, data)
+        sent = _vms_at_a(s, a)
         cfg = str(s.write_config(workdir / "dpflow-dr.yaml", [
-            {"name": "app", "home": "A", "remote": "B", "vdisks": ["data", "logs"],
-             "mode": "async"}]))
+            {"name": "app", "home": "A", "remote": "B", "vdisks": ["data", "logs", "vmfs"],
+             "mode": "async", "datastore": "DS-app",
+             "vms": [{"name": vm, "priority": p, "probes": ["guest-file:/app/health"]}
+                     for vm, p in VMS]}]))
         protect(cfg)
         synced = _wait(lambda: s.dr_info("A", "app")["state"] == "normal"
                        and s.dr_info("A", "app")["pending_blocks"] == 0)
         rows.append(("DR group app (async) A → B", "created" if synced else "FAILED",
-                     f"data + logs, {lun_mib} MiB each, initial copy over the link"))
+                     f"data + logs, {lun_mib} MiB each, + VMFS vdisk with "
+                     f"{', '.join(sent)}; initial copy over the link"))
 
         s.link(bandwidth=256 * 1024)  # the link carries less than the host writes
         writer = DependentWriter(host_a, luns[0], luns[1], size, pause_s=0.01)
@@ -98,9 +147,14 @@ def run_dr_demo(workdir: Path, console: Any, lun_mib: int = 16) -> list[tuple[st
                      "the writer's journal"))
         rows.append(("one moment for both LUNs", "yes" if na - nb in (0, 1) else "NO",
                      "every log record's data block is there"))
+        rows += _vm_rows(res, s, "B", sent)
 
         lun_b = next(p.lun for p in b.list_presentations("data") if p.host == "esx-b")
         host_b.write(lun_b, 0, b"written at site B")
+        from simulators import site_vms as w
+
+        w.guest_write(s.vcenters["B"], "db01", 5 * MiB, b"db01 wrote this at site B")
+        sent = {vm: w.disk_bytes(s.vcenters["B"], vm) for vm, _ in VMS}
         s.link(up=True, bandwidth=None)  # site A returns
         back_ok = _wait(lambda: s.dr_info("A", "app")["role"] == "destination"
                         and s.dr_info("B", "app")["state"] == "normal")
@@ -115,6 +169,7 @@ def run_dr_demo(workdir: Path, console: Any, lun_mib: int = 16) -> list[tuple[st
         home = host_a.read(lun_a, 0, 17) == b"written at site B"
         rows.append(("failback to A", "completed" if fb.ok and home else "FAILED",
                      f"{fb.seconds:.1f}s; A's data has B's writes"))
+        rows += _vm_rows(fb, s, "A", sent)
         a.close()
         b.close()
     ok = all(r[1] in ("created", "completed", "yes") for r in rows)

@@ -18,6 +18,7 @@ from pathlib import Path
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
+from simulators.eva.process import EvaServer
 from simulators.vcsim import Vcsim
 
 
@@ -35,14 +36,21 @@ def add_port_group(vc: Vcsim, name: str) -> None:
         name=name, vlanId=0, vswitchName="vSwitch0", policy=vim.host.NetworkPolicy()))
 
 
-def format_datastore(vc: Vcsim, label: str) -> str:
-    """A VMFS datastore `label` on the first blank LUN presented to the site's hosts."""
+def lun_id(array: EvaServer, host: str, lun: int) -> str:
+    """The naa id the array gives LUN `lun` of `host` (what ESX shows as the device)."""
+    r = array.http.get(f"{array.url}/san/{host}")
+    r.raise_for_status()
+    return str(next(x["id"] for x in r.json() if x["lun"] == lun))
+
+
+def format_datastore(vc: Vcsim, label: str, device: str) -> str:
+    """A VMFS datastore `label` on the blank LUN whose naa id is `device`."""
     esx = _esx(vc)
     esx.configManager.storageSystem.RescanAllHba()
     dss = esx.configManager.datastoreSystem
-    disks = dss.QueryAvailableDisksForVmfs()
+    disks = [d for d in dss.QueryAvailableDisksForVmfs() if d.canonicalName == device]
     if not disks:
-        raise RuntimeError("no blank LUN is presented to the site's hosts")
+        raise RuntimeError(f"LUN {device} is not presented to the site's hosts, or not blank")
     spec = vim.host.VmfsDatastoreCreateSpec(
         diskUuid=disks[0].uuid, partition=vim.host.DiskPartitionInfo.Specification(),
         vmfs=vim.host.VmfsVolume.Specification(

@@ -145,7 +145,7 @@ class TwoSites:
             vcenters.append({"name": f"vc-{site}", "host": vc.host, "port": vc.port,
                              "user": vc.username, "password": {"env": var},
                              "ca_file": str(vc.ca_file), "connect_timeout_s": 5.0,
-                             "call_timeout_s": 10.0, "hunt_s": 5.0})
+                             "call_timeout_s": 60.0, "hunt_s": 5.0})
             other = next(s for s in SITE_NETWORK if s != site)
             sites[list(self.arrays).index(site)].update(
                 vcenter=f"vc-{site}", networks={SITE_NETWORK[other]: SITE_NETWORK[site]})

@@ -19,7 +19,8 @@ package main
 // A datastore made by CreateVmfsDatastore or ResignatureUnresolvedVmfsVolume_Task is a
 // directory (vcsim serves datastores from directories) that the host writes back to its
 // LUN: at power off of a VM on it and on POST /_vmfs {"op":"sync"}. Between two write
-// backs the LUN holds the last one, as if the host had cached the writes. Before a write
+// backs the LUN holds the last one, as if the host had cached the writes. A power off
+// whose LUN is no longer presented (fenced, failed over) writes nothing and succeeds. Before a write
 // back each VM on the datastore gets a .vmx text holding its configuration, which
 // RegisterVM_Task reads back (disks, their controller slots, NIC networks).
 //
@@ -37,6 +38,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -86,6 +88,15 @@ type vmfsMount struct {
 	dir    string
 	uuid   string
 	label  string
+	mu sync.Mutex // one write back at a time
+	// what the last write back put on the LUN: unchanged files are not written again
+	packed map[string]packedFile
+	next   int64 // first free LUN offset after the packed extents
+}
+
+type packedFile struct {
+	size, mtime int64
+	file        vmfsFile
 }
 
 var san struct {
@@ -164,8 +175,11 @@ func lunByID(id string) (*sanLUN, error) {
 			return &luns[i], nil
 		}
 	}
-	return nil, fmt.Errorf("no LUN %s is presented to %s", id, san.host)
+	return nil, fmt.Errorf("%w: %s to %s", errNoLUN, id, san.host)
 }
+
+// errNoLUN: the device is no longer presented (permanent device loss for the host).
+var errNoLUN = errors.New("no such LUN is presented")
 
 func readHeader(lun int) (*vmfsHeader, error) {
 	head, err := sanRead(lun, 0, vmfsHeadSz)
@@ -205,10 +219,10 @@ func newUUID() string {
 	return fmt.Sprintf("%s-%s-%s-%s", h[:8], h[8:16], h[16:20], h[20:32])
 }
 
-// pack writes every file of dir (data extents only) and then the header to the LUN.
+// pack writes the files of dir that changed since the last write back (data extents
+// only, appended after what is on the LUN; everything again from 1 MiB when the LUN is
+// full), then the header naming every file's extents.
 func pack(lun *sanLUN, m *vmfsMount) error {
-	h := &vmfsHeader{UUID: m.uuid, Label: m.label, Device: m.device}
-	next := int64(vmfsHeadSz)
 	var paths []string
 	err := filepath.Walk(m.dir, func(p string, info os.FileInfo, err error) error {
 		if err == nil && info.Mode().IsRegular() {
@@ -220,46 +234,78 @@ func pack(lun *sanLUN, m *vmfsMount) error {
 		return err
 	}
 	sort.Strings(paths)
-	for _, p := range paths {
-		rel, _ := filepath.Rel(m.dir, p)
-		f, err := os.Open(p)
-		if err != nil {
-			return err
+	for attempt := 0; attempt < 2; attempt++ {
+		if m.packed == nil || attempt == 1 {
+			m.packed, m.next = map[string]packedFile{}, vmfsHeadSz
 		}
-		st, _ := f.Stat()
-		ext, err := dataExtents(f, st.Size())
-		if err != nil {
-			f.Close()
-			return err
-		}
-		vf := vmfsFile{Path: rel, Size: st.Size()}
-		for _, e := range ext {
-			for off := e[0]; off < e[1]; off += 4 << 20 {
-				n := e[1] - off
-				if n > 4<<20 {
-					n = 4 << 20
-				}
-				buf := make([]byte, n)
-				if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
-					f.Close()
-					return err
-				}
-				if next+n > lun.Size {
-					f.Close()
-					return fmt.Errorf("datastore %s does not fit its LUN (%d bytes)", m.label, lun.Size)
-				}
-				if err := sanWrite(lun.Lun, next, buf); err != nil {
-					f.Close()
-					return err
-				}
-				vf.Extents = append(vf.Extents, [3]int64{off, n, next})
-				next += (n + vmfsAlign - 1) / vmfsAlign * vmfsAlign
+		h := &vmfsHeader{UUID: m.uuid, Label: m.label, Device: m.device}
+		packed := map[string]packedFile{}
+		full := false
+		for _, p := range paths {
+			rel, _ := filepath.Rel(m.dir, p)
+			st, err := os.Stat(p)
+			if err != nil {
+				return err
 			}
+			old, ok := m.packed[rel]
+			if !ok || old.size != st.Size() || old.mtime != st.ModTime().UnixNano() {
+				vf, err := packFile(lun, p, rel, st.Size(), &m.next)
+				if errors.Is(err, errLUNFull) {
+					full = true
+					break
+				}
+				if err != nil {
+					return err
+				}
+				old = packedFile{size: st.Size(), mtime: st.ModTime().UnixNano(), file: vf}
+			}
+			packed[rel] = old
+			h.Files = append(h.Files, old.file)
 		}
-		f.Close()
-		h.Files = append(h.Files, vf)
+		if full {
+			continue
+		}
+		m.packed = packed
+		return writeHeader(lun.Lun, h)
 	}
-	return writeHeader(lun.Lun, h)
+	return fmt.Errorf("datastore %s does not fit its LUN (%d bytes)", m.label, lun.Size)
+}
+
+var errLUNFull = errors.New("the LUN is full")
+
+// packFile writes one file's data extents from *next on.
+func packFile(lun *sanLUN, p, rel string, size int64, next *int64) (vmfsFile, error) {
+	vf := vmfsFile{Path: rel, Size: size}
+	f, err := os.Open(p)
+	if err != nil {
+		return vf, err
+	}
+	defer f.Close()
+	ext, err := dataExtents(f, size)
+	if err != nil {
+		return vf, err
+	}
+	for _, e := range ext {
+		for off := e[0]; off < e[1]; off += 4 << 20 {
+			n := e[1] - off
+			if n > 4<<20 {
+				n = 4 << 20
+			}
+			if *next+n > lun.Size {
+				return vf, errLUNFull
+			}
+			buf := make([]byte, n)
+			if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
+				return vf, err
+			}
+			if err := sanWrite(lun.Lun, *next, buf); err != nil {
+				return vf, err
+			}
+			vf.Extents = append(vf.Extents, [3]int64{off, n, *next})
+			*next += (n + vmfsAlign - 1) / vmfsAlign * vmfsAlign
+		}
+	}
+	return vf, nil
 }
 
 // unpack copies a volume's files from the LUN into dir (sparse).
@@ -303,6 +349,8 @@ func syncDatastore(name string) error {
 	if m == nil {
 		return fmt.Errorf("datastore %q is not a VMFS datastore on a LUN", name)
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	for _, obj := range simulator.Map.All("VirtualMachine") {
 		vm := obj.(*simulator.VirtualMachine)
 		var p struct{ ds, rel string }
@@ -339,7 +387,10 @@ func syncVM(vm *simulator.VirtualMachine) types.BaseMethodFault {
 	if !onLUN {
 		return nil
 	}
-	if err := syncDatastore(p.ds); err != nil {
+	if err := syncDatastore(p.ds); errors.Is(err, errNoLUN) {
+		// the LUN is gone (fenced, failed over): the VM stops, nothing can be written
+		logf("write back of %s skipped: %s", p.ds, err)
+	} else if err != nil {
 		logf("write back of %s: %s", p.ds, err)
 		return &types.PlatformConfigFault{HostConfigFault: types.HostConfigFault{},
 			Text: "write back of datastore " + p.ds + ": " + err.Error()}

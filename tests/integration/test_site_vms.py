@@ -46,9 +46,9 @@ def protected(s: TwoSites, tmp: Path, name: str, vms: list[tuple[str, int]],
 
     a = SmisArray(s.a.connection())
     a.create_vdisk(f"{name}-lun", 32 * MiB, "DG1")
-    a.present(f"{name}-lun", "esx-a")
+    lun = a.present(f"{name}-lun", "esx-a").lun
     vca = s.vcenters["A"]
-    ds = w.format_datastore(vca, f"DS-{name}")
+    ds = w.format_datastore(vca, f"DS-{name}", w.lun_id(s.a, "esx-a", lun))
     sent = {}
     for vm, _ in vms:
         w.create_vm(vca, vm, ds, 6 * MiB, power_on=False)
