@@ -35,6 +35,14 @@ def _report(res: Any) -> None:
             rpo = f" holds {g.writes_held} writes"
             rpo += f", lost {g.writes_lost}" if g.writes_lost is not None else ", lost unknown"
         console.print(f"[{colour}]{g.status}[/] {g.group}:{rpo} {g.message}", highlight=False)
+    if getattr(res, "vms", None):
+        table = Table("VM", "DR group", "priority", "status", "networks", "up at", "message")
+        for v in res.vms:
+            colour = {"up": "green", "failed": "red"}.get(v.status, "yellow")
+            table.add_row(v.vm, v.group, str(v.priority), f"[{colour}]{v.status}[/]",
+                          ", ".join(v.networks),
+                          "" if v.up_at_s is None else f"{v.up_at_s:.1f}s", v.message[:80])
+        console.print(table)
     console.print(f"{res.action} to site {res.site}: {res.seconds:.1f}s")
     if not res.ok:
         raise typer.Exit(1)

@@ -72,3 +72,66 @@ def test_config_refuses_a_dr_group_on_an_unknown_site(cfg: Path) -> None:
     cfg.write_text(yaml.safe_dump(bad))
     code, out = run("failover", "B", "--dry-run", "-c", str(cfg))
     assert code == 2 and "DR group 'x': unknown remote site 'Z'" in out
+
+
+def vm_sites() -> dict:
+    """The same sites with vCenters, a network map at B and two VMs on app's datastore."""
+    dc = yaml.safe_load(yaml.safe_dump(SITES))
+    dc["vcenters"] = [{"name": f"vc-{s}", "host": "127.0.0.1", "user": "u",
+                       "password": {"env": "NOT_NEEDED_FOR_A_PLAN"}} for s in "AB"]
+    dc["sites"][0]["vcenter"], dc["sites"][1]["vcenter"] = "vc-A", "vc-B"
+    dc["sites"][1]["networks"] = {"VM Network": "DR Network"}
+    dc["dr_groups"][0].update(datastore="DS-app", vms=[{"name": "db01", "priority": 1},
+                                                       {"name": "web01", "priority": 2}])
+    return dc
+
+
+def test_failover_plan_takes_vms_down_at_a_and_up_at_b_by_priority(tmp_path: Path) -> None:
+    p = tmp_path / "dc.yaml"
+    p.write_text(yaml.safe_dump(vm_sites()))
+    r = CliRunner().invoke(app, ["failover", "B", "--dry-run", "-c", str(p), "-g", "app"],
+                           env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    lines = [ln.split(". ", 1)[1] for ln in r.output.splitlines()]
+    assert lines[0].startswith("app: power off db01, web01 at site A (vc-A; the host writes "
+                               "DS-app back to its LUN)")
+    assert lines[-3:] == [
+        "app: rescan vc-B, mount VMFS volume DS-app by resignature",
+        "app: priority 1: register db01 from their .vmx, re-map networks (VM Network → DR "
+        "Network), power on, wait until up and probed",
+        "app: priority 2: register web01 from their .vmx, re-map networks (VM Network → DR "
+        "Network), power on, wait until up and probed"]
+
+
+def test_vms_need_a_datastore_and_vcenters_at_both_sites(tmp_path: Path) -> None:
+    dc = vm_sites()
+    del dc["dr_groups"][0]["datastore"]
+    p = tmp_path / "dc.yaml"
+    p.write_text(yaml.safe_dump(dc))
+    r = CliRunner().invoke(app, ["failover", "B", "--dry-run", "-c", str(p)])
+    assert r.exit_code == 2 and "'vms' need the 'datastore' that holds them" in r.output
+
+
+def test_failover_report_lists_each_vm_and_exits_1_when_one_failed(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer
+
+    from dpflow_cli.app import console
+    from dpflow_cli.dr import _report
+
+    monkeypatch.setattr(console, "width", 200)
+    from flows.site_failover import GroupOutcome, SiteResult
+    from flows.site_vms import VmOutcome
+
+    res = SiteResult(action="planned failover", site="B", dry_run=False, plan=[],
+                     groups=[GroupOutcome(group="app", status="done")],
+                     vms=[VmOutcome(vm="db01", group="app", priority=1, status="up",
+                                    networks=["DR Network"], up_at_s=3.2),
+                          VmOutcome(vm="web01", group="app", priority=2, status="failed",
+                                    message="not enough memory")])
+    with pytest.raises(typer.Exit) as e:
+        _report(res)
+    assert e.value.exit_code == 1
+    out = capsys.readouterr().out
+    assert "db01" in out and "DR Network" in out and "3.2s" in out
+    assert "web01" in out and "not enough memory" in out
