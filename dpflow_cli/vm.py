@@ -88,15 +88,15 @@ def restore_vm(name: Annotated[str, typer.Argument(help="VM whose version to res
     if to_dir is not None:
         restore_to_dir(name, version, to_dir, force, config)
         return
-    cfg = prepare(config)
     nets = {}
-    for pair in network or []:
+    for pair in network or []:  # bad input: one line, before anything is touched
         old, sep, new = pair.partition("=")
         if not (sep and old and new):
             err.print(f"[bold red]error:[/] --network {pair!r}: write it OLD=NEW, e.g. "
                       "--network 'VM Network=DR Network'", soft_wrap=True)
             raise typer.Exit(2)
         nets[old] = new
+    cfg = prepare(config)
 
     def go() -> Any:
         from dpflow.environment import environment

@@ -135,3 +135,10 @@ def test_failover_report_lists_each_vm_and_exits_1_when_one_failed(
     out = capsys.readouterr().out
     assert "db01" in out and "DR Network" in out and "3.2s" in out
     assert "web01" in out and "not enough memory" in out
+
+
+def test_restore_to_another_site_with_a_bad_network_mapping_is_one_line(cfg: Path) -> None:
+    r = CliRunner().invoke(app, ["restore", "vm", "db01", "--vcenter", "vc-B", "--network",
+                                 "VM Network", "-c", str(cfg)], env={"COLUMNS": "200"})
+    assert r.exit_code == 2
+    assert "--network 'VM Network': write it OLD=NEW" in r.output
