@@ -106,6 +106,7 @@ def test_migration_under_guest_writes_ends_equal_to_the_overlay(vcsim, dc_config
     guest writes files: the migrated disk equals the overlay's final state, the published
     datastore and the overlay are gone, the store unchanged."""
     import threading
+    import time
 
     from dpflow.errors import UserError
     from drivers.vsphere_guest import GuestFiles
@@ -128,21 +129,29 @@ def test_migration_under_guest_writes_ends_equal_to_the_overlay(vcsim, dc_config
         gf.mkdir("/migrate")
         stop, wrote = threading.Event(), []
 
+        errors: list[BaseException] = []
+
         def guest() -> None:  # the guest keeps writing files while it migrates
-            while not stop.is_set():
-                data = os.urandom(8192)
-                gf.upload(f"/migrate/f{len(wrote)}", [data], len(data), overwrite=True)
-                wrote.append(data)
+            try:
+                while not stop.is_set():
+                    data = os.urandom(8192)
+                    gf.upload(f"/migrate/f{len(wrote)}", [data], len(data), overwrite=True)
+                    wrote.append(data)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
 
         t = threading.Thread(target=guest)
         t.start()
         try:
+            deadline = time.monotonic() + 120
             while len(wrote) < 2:
+                assert t.is_alive() and time.monotonic() < deadline, errors
                 stop.wait(0.05)
             m = migrate_instant_recovery(str(cfg), r.name)
         finally:
             stop.set()
             t.join()
+        assert not errors, errors
         info = hv.find_vm(r.name)
         assert m.datastore == "LocalDS_0" and info.power_state == "poweredOn"
         assert all(d.datastore == "LocalDS_0" for d in info.disks)
