@@ -25,10 +25,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    case,
     create_engine,
     delete,
     event,
+    func,
     inspect,
+    literal,
     select,
     text,
     update,
@@ -356,13 +359,32 @@ class Catalog(ReplicaCatalog, FileCatalog):
             return rows
 
     def abort_session(self, session_id: str, message: str) -> bool:
-        """Close a session whose owner is gone as `aborted`; False if it ended meanwhile."""
+        """Close a session whose owner is gone as `aborted` (a note it left stays after the
+        reason); False if it ended meanwhile."""
         with self.session() as db, db.begin():
             done = db.execute(update(SessionRow)
                               .where(SessionRow.id == session_id,
                                      SessionRow.status == "running")
-                              .values(status="aborted", message=message[:2000], ended=now()))
+                              .values(status="aborted", message=_appended(message),
+                                      ended=now()))
             return bool(getattr(done, "rowcount", 0))
+
+    def note_session(self, session_id: str, text: str) -> None:
+        """Append `text` to a session's message now, whatever its state: what a later run
+        must know even if this one is killed (an abort keeps it)."""
+        with self.session() as db, db.begin():
+            db.execute(update(SessionRow).where(SessionRow.id == session_id)
+                       .values(message=_appended(text, first=False)))
+
+    def sessions_of(self, kind: str, name: str) -> list[SessionRow]:
+        """The sessions of one kind on one object, oldest first."""
+        with self.session() as db:
+            q = select(SessionRow).join(ObjectRow).where(SessionRow.kind == kind,
+                                                         ObjectRow.name == name)
+            rows = list(db.scalars(q.order_by(SessionRow.started)))
+            for r in rows:
+                _ = r.object
+            return rows
 
     def get_session(self, session_id: str) -> SessionRow:
         with self.session() as db:
@@ -490,3 +512,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _appended(text: str, first: bool = True) -> Any:
+    """SQL for the message with `text` put before (first) or after the current one."""
+    old = SessionRow.message
+    joined = (literal(text) + "; " + old) if first else (old + "; " + literal(text))
+    return func.substr(case((old == "", literal(text)), else_=joined), 1, 2000)

@@ -103,7 +103,7 @@ def prune(apply: Annotated[bool, typer.Option(help="really delete (default: dry 
     for line in r.leftover_sessions:
         console.print(f"[yellow]{'closed' if apply else 'would close'} as aborted:[/] {line}",
                       highlight=False)
-    for name, size in r.temp_removed:
+    for name, size in r.temp_removed + r.unindexed_removed:
         console.print(f"{'removed' if apply else 'would remove'} leftover {name} "
                       f"({size:,} bytes)", highlight=False)
     if r.deferred_by:

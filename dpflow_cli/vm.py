@@ -111,6 +111,8 @@ def restore_vm(name: Annotated[str, typer.Argument(help="VM whose version to res
                   f"({'new VM' if r.created else 'in place'}): {mb(r.bytes_written)} written "
                   f"and verified bit for bit in {r.seconds:.1f}s"
                   + (", powered on" if r.powered_on else ""))
+    for line in r.leftovers:
+        console.print(f"[yellow]cleaned up:[/] {line}", highlight=False)
 
 
 def restore_to_dir(name: str, version: str | None, to_dir: Path, force: bool,

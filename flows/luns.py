@@ -30,10 +30,12 @@ from tasks.array import (
     commit_replica_version,
     create_replica_set,
     detach,
+    detached_note,
     discard_replica_set,
     fracture,
+    give_back,
+    left_detached,
     present,
-    reattach,
     remove_leftover_replicas,
     replica_name,
     report_orphan_replica,
@@ -171,13 +173,16 @@ def restore_luns_from_replica(dc: str, group: str, replica_set: str | None = Non
         arr, name = row.array, row.name
         with exclusive("lungroup", group), \
                 session(env, "restore-luns", group, object_kind="lungroup") as s:
+            earlier, left = left_detached(env, arr, group, s.id)  # a failed restore's leftovers
             held = sources_in_use(env, arr, name, detach_hosts)
             wait_usable(env, arr, name)
+            if held:
+                env.catalog().note_session(s.id, detached_note(held))  # survives a kill
             try:
                 detach(env, arr, held)
                 restore(env, arr, name)
-            finally:
-                reattach(env, arr, held)  # compensation: the hosts get their LUNs back
+            finally:  # compensation: the hosts get their LUNs back (and what was left)
+                give_back(env, arr, group, held + left, earlier, s.id)
             s.status, s.message = "completed", f"from replica set {name} (version {row.version_id})"
             return RestoreLunsResult(group=group, version_id=row.version_id, replica_set=name,
                                      kind=ReplicaKind(row.kind),

@@ -83,6 +83,7 @@ class RestoreResult(BaseModel):
     verified: bool
     powered_on: bool
     seconds: float
+    leftovers: list[str] = []  # what dead runs had left, cleaned up at the start
 
 
 @flow(name="backup-vm-image", log_prints=True)
@@ -156,6 +157,9 @@ def restore_vm_image(dc: str, vm: str, version: str | None = None,
         target = as_name or vm
         check_restore_target_vm(env, vcenter, source, target, as_name is None, force)
         with exclusive("vm", target), session(env, "restore-image", target) as s:
+            # sessions of killed runs closed as aborted first, so the reaper in
+            # prepare_target destroys the VMs their restores had half-created
+            left = clean_leftovers(env, row.store, s.id, ("vm", target)).lines()
             target_vm, created = prepare_target(env, vcenter, source, target,
                                                 in_place=as_name is None, force=force,
                                                 session_id=s.id, host=host)
@@ -176,7 +180,8 @@ def restore_vm_image(dc: str, vm: str, version: str | None = None,
             s.status, s.message = "completed", f"from version {row.id}"
             return RestoreResult(vm=vm, version_id=row.id, target=target, created=created,
                                  bytes_written=s.bytes_written, verified=True,
-                                 powered_on=power_on_after, seconds=time.perf_counter() - t0)
+                                 powered_on=power_on_after, seconds=time.perf_counter() - t0,
+                                 leftovers=left)
 
 
 def plan_restore(env: Environment, vm: str, version: str | None) -> tuple[VersionRow,

@@ -8,6 +8,7 @@ flow where it can be seen: a replica set made for a session that then fails is d
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 
@@ -296,6 +297,71 @@ def reattach(env: Environment, array: str, held: list[Presentation]) -> None:
         now = [q for q in drv.list_presentations(p.vdisk) if q.host == p.host]
         if not now:
             drv.present(p.vdisk, p.host, lun=p.lun, read_only=p.read_only)
+
+
+DETACHED = re.compile(r"hosts detached: \[([^\]]*)\]")
+GIVEN_BACK = "given back by session "
+
+
+def detached_note(held: list[Presentation]) -> str:
+    """The session's record of what it takes from the hosts (kept by an abort too)."""
+    return "hosts detached: [" + ", ".join(
+        f"{p.vdisk}@{p.host}#{p.lun}:{'ro' if p.read_only else 'rw'}" for p in held) + "]"
+
+
+def _parse_detached(message: str) -> list[Presentation]:
+    m = DETACHED.search(message)
+    out = []
+    for item in (m.group(1).split(", ") if m and m.group(1) else []):
+        vdisk, _, rest = item.rpartition("@")
+        host, _, lun_mode = rest.partition("#")
+        lun, _, mode = lun_mode.partition(":")
+        out.append(Presentation(vdisk=vdisk, host=host, lun=int(lun), read_only=mode == "ro"))
+    return out
+
+
+@step(name="find LUNs left detached")
+def left_detached(env: Environment, array: str, group: str, session_id: str
+                  ) -> tuple[list[str], list[Presentation]]:
+    """What earlier restores of `group` took from the hosts and never gave back (their
+    reattach failed, or they were killed): (their sessions, presentations still missing).
+    Sessions whose owner is gone are closed as aborted first (their note stays)."""
+    from dpflow.leftovers import close_orphan_sessions
+    from dpflow.locks import is_free
+
+    for line in close_orphan_sessions(env.catalog(), own=session_id,
+                                      held=("lungroup", group), lock_free=is_free):
+        get_run_logger().warning("closed as aborted: %s", line)
+    drv = env.array(array)
+    sessions, missing = [], []
+    for row in env.catalog().sessions_of("restore-luns", group):
+        if row.status in ("completed", "running") or GIVEN_BACK in row.message:
+            continue
+        held = _parse_detached(row.message)
+        if held:
+            sessions.append(row.id)
+            missing += [p for p in held if p not in missing and not any(
+                q.host == p.host for q in drv.list_presentations(p.vdisk))]
+    return sessions, missing
+
+
+def give_back(env: Environment, array: str, group: str, held: list[Presentation],
+              earlier: list[str], session_id: str) -> None:
+    """reattach, and on success the earlier sessions' leftovers are marked given back; a
+    failure is never silent (error log, event, and an error naming every presentation,
+    which the session's record keeps for the next restore of the group)."""
+    try:
+        reattach(env, array, held)
+    except Exception as exc:
+        note = detached_note(held)
+        get_run_logger().error("LUNS LEFT DETACHED from their hosts on array %s: %s: %s",
+                               array, note, exc)
+        emit_event(event="dpflow.luns.left_detached", resource={
+            "prefect.resource.id": f"dpflow.lungroup.{group}", "dpflow.detached": note})
+        raise PermanentError(f"{note} not given back ({str(exc).splitlines()[0]}); the next "
+                             f"`dpflow restore luns {group}` gives them back") from exc
+    for sid in earlier:
+        env.catalog().note_session(sid, f"{GIVEN_BACK}{session_id}")
 
 
 @step(name="restore sources from replica", retries=2, delay=2.0)

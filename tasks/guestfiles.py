@@ -3,12 +3,16 @@ an image version, to a directory or into the running guest. (Backup: tasks/fileb
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger
+
 from dpflow.environment import Environment
-from dpflow.errors import NotFound, UserError
+from dpflow.errors import NotFound, TransientError, UserError
 from dpflow.guestfs import ImageDisk, RangeFile, SafeTarget, discover, split_path
 from dpflow.guestfs.restore import (
     FileRestore,
@@ -126,6 +130,25 @@ def guest_password(user: str | None, password_env: str | None) -> str:
     return value
 
 
+UPLOAD_ATTEMPTS = 4
+
+
+def upload_retrying(upload: Callable[[], None], pause_s: float = 0.5) -> None:
+    """One file into the guest, retried on transient errors (a 503, a dropped transfer)
+    with a growing pause: a restore of many files must not fail, nor start over, on one
+    hiccup. The task's own retry remains for what outlasts these attempts."""
+    for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+        try:
+            upload()
+            return
+        except TransientError as exc:
+            if attempt == UPLOAD_ATTEMPTS:
+                raise
+            get_run_logger().warning("%s; retrying (attempt %d/%d)", exc, attempt + 1,
+                                     UPLOAD_ATTEMPTS)
+            time.sleep(pause_s * attempt)
+
+
 @step(name="restore guest files into the guest", retries=1)
 def restore_into_guest(env: Environment, vm: str, version: str, patterns: list[str],
                        guest_dir: str, user: str, password_env: str,
@@ -166,9 +189,10 @@ def restore_into_guest(env: Environment, vm: str, version: str, patterns: list[s
         while True:
             try:
                 data = list(catalogued_blocks(store, r))
-                gf.upload(name, data, r.size, overwrite=conflict == "overwrite",
-                          mode=mode_of(r.mode, r.attributes),
-                          mtime_s=r.mtime_ns // 10**9, windows=windows)
+                upload_retrying(partial(
+                    gf.upload, name, data, r.size, overwrite=conflict == "overwrite",
+                    mode=mode_of(r.mode, r.attributes), mtime_s=r.mtime_ns // 10**9,
+                    windows=windows))
                 break
             except GuestFileExists:
                 if conflict == "skip":

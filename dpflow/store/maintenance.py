@@ -263,6 +263,7 @@ class PruneReport:
     chunks_freed: int = 0
     bytes_freed: int = 0
     packs_kept_partly_unused: int = 0
+    unindexed_removed: list[tuple[str, int]] = field(default_factory=list)  # (file, bytes)
     temp_removed: list[tuple[str, int]] = field(default_factory=list)  # (file, bytes)
     leftover_sessions: list[str] = field(default_factory=list)  # closed as aborted
 
@@ -276,6 +277,9 @@ def prune(store: ChunkStore, *, apply: bool, extra: Iterable[tuple[str, str]] = 
     """Delete packs none of whose chunks any version references.
 
     Packs that still hold some referenced chunk are kept whole (no repacking in v2).
+    Pack files the index does not name are deleted too: nothing can read them (a prune
+    killed between its index update and its deletions, or a backup killed between sealing
+    a pack and indexing it, leaves them), and no backup is live while prune holds its lock.
     """
     report = PruneReport()
     with _flock(store, fcntl.LOCK_EX if apply else fcntl.LOCK_SH):
@@ -297,9 +301,24 @@ def prune(store: ChunkStore, *, apply: bool, extra: Iterable[tuple[str, str]] = 
             elif used < len(chunks):
                 report.packs_kept_partly_unused += 1
         report.packs_deleted = len(doomed)
+        report.unindexed_removed = _unindexed_packs(store, set(by_pack))
         if apply:
             store.index.remove_packs(doomed)  # index first: a chunk is never listed but gone
             for pack in doomed:
                 pack_path(store.packs_dir, pack).unlink(missing_ok=True)
+            for name, _ in report.unindexed_removed:
+                (store.root / name).unlink(missing_ok=True)
         report.temp_removed = sweep_temp(store, apply=apply)
         return report
+
+
+def _unindexed_packs(store: ChunkStore, indexed: set[str]) -> list[tuple[str, int]]:
+    """(file relative to the store, bytes) of every sealed pack the index does not name."""
+    out = []
+    for path in sorted(store.packs_dir.glob("*/*.pack")):
+        if path.stem not in indexed:
+            try:
+                out.append((str(path.relative_to(store.root)), path.stat().st_size))
+            except FileNotFoundError:
+                continue
+    return out

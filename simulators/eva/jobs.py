@@ -103,6 +103,7 @@ class Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._plan: dict[str, list[MethodFault]] = {}
+        self.fired: dict[str, int] = {}  # method -> faults applied since the last clear
 
     def fail_method(self, method: str, rc: int = 4, description: str = "injected fault",
                     count: int = 1) -> None:
@@ -118,6 +119,7 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self._plan.clear()
+            self.fired.clear()
 
     def _add(self, method: str, fault: MethodFault) -> None:
         with self._lock:
@@ -130,6 +132,7 @@ class Faults:
             if not queue:
                 return None
             fault = queue[0]
+            self.fired[method.lower()] = self.fired.get(method.lower(), 0) + 1
             fault.count -= 1
             if fault.count <= 0:
                 queue.pop(0)

@@ -50,6 +50,10 @@ class RemoteFaults:
     def clear(self) -> None:
         self._s.control(op="clear")
 
+    def fired(self) -> dict[str, int]:
+        """Faults applied per method (lower-case name) since the last clear."""
+        return dict(self._s.control(op="fired"))
+
 
 class RemoteHostPort:
     """A host's data path to the server process (LUN reads and writes over HTTPS)."""

@@ -53,6 +53,9 @@ def control(array: EvaArray, req: dict[str, Any]) -> Any:
         f.clear()
         for p in array.pools:
             array.fill_pool(p, False)
+    elif op == "fired":
+        with f._lock:
+            return dict(f.fired)
     elif op == "fill_pool":
         array.fill_pool(req["pool"], bool(req.get("filled", True)))
     elif op == "jobs":

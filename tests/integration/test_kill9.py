@@ -14,6 +14,7 @@ import time
 
 import pytest
 import yaml
+from pyVim.task import WaitForTask
 
 from dpflow.environment import environment
 from simulators.guest_disks import MiB
@@ -104,3 +105,132 @@ def test_kill_minus_nine_at_random_points(vcsim, dc_config, tmp_path):
     restore_vm_image(cfg, vms[0], results[vms[0]].version_id, as_name=f"{vms[0]}-r")
     assert disk_bytes(vcsim, f"{vms[0]}-r", 0, 80 * MiB) == disk_bytes(vcsim, vms[0], 0,
                                                                           80 * MiB)
+
+
+def run_cli(cfg: str, *args: str) -> subprocess.Popen:
+    """The real `dpflow` command in its own process (killable)."""
+    from prefect.settings import PREFECT_API_URL
+
+    return subprocess.Popen([sys.executable, "-m", "dpflow_cli", *args, "-c", cfg],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value()))
+
+
+def kills() -> tuple[random.Random, int]:
+    seed = int(os.environ.get("DPFLOW_TEST_SEED", time.time()))
+    n = 3 if os.environ.get("DPFLOW_CAMPAIGN") == "full" else 1
+    print(f"kill -9 campaign seed: {seed} (replay: DPFLOW_TEST_SEED={seed}), {n} kill(s)")
+    return random.Random(seed), n
+
+
+def assert_store_sound(cfg: str) -> None:
+    from dpflow.catalog_refs import catalog_refs, catalogued_in_store
+    from dpflow.store.maintenance import verify
+
+    env = environment(cfg)
+    cat, store = env.catalog(), env.store()
+    report = verify(store, catalogued_in_store(cat, "library"), read_percent=100,
+                    extra=catalog_refs(cat, "library"))
+    assert report.ok and report.versions, (report.unrestorable, report.damaged)
+    assert report.uncatalogued == []
+
+
+def test_kill_minus_nine_of_restore(vcsim, dc_config, tmp_path):
+    """`dpflow restore vm` killed while it writes or verifies the new VM's disk: the store
+    stays sound; the next restore closes the dead session as aborted and destroys the VM it
+    had half-created (reported); the re-run restore is bit for bit the source."""
+    from sqlalchemy import select
+
+    from dpflow.catalog import ObjectRow, SessionRow
+    from flows.vm_image import backup_vm_image, restore_vm_image
+
+    cfg = str(dc_config)
+    rng, n = kills()
+    vm = f"k9r-{os.getpid()}-{rng.randrange(1 << 30):x}"
+    vcsim.create_vm(vm, [24 * MiB])
+    vcsim.seed_disk(vm, 0, os.urandom(24 * MiB))
+    source = disk_bytes(vcsim, vm, 0, 24 * MiB)
+    version = backup_vm_image(cfg, vm).version_id
+    killed = []
+    vcsim.set_fault(path=r"-flat\.vmdk$", verb="PUT", kind="delay", ms=1500, count=0)
+    vcsim.set_fault(path=r"-flat\.vmdk$", verb="GET", kind="delay", ms=150, count=0)
+    try:
+        for i in range(n):
+            target = f"{vm}-k{i}"
+            p = run_cli(cfg, "restore", "vm", vm, "--version", version, "--as", target)
+            deadline = time.monotonic() + 180
+            while not vcsim.vm_exists(target):  # the VM is made: its disk is being written
+                assert p.poll() is None, "restore ended before it could be killed"
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 2.0))  # while writing (1.5 s) or verifying
+            assert p.poll() is None, "restore ended before it could be killed"
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            killed.append(target)
+    finally:
+        vcsim.clear_faults()
+    assert_store_sound(cfg)
+    assert all(vcsim.vm_exists(t) for t in killed)  # half-created VMs, for now
+
+    rr = restore_vm_image(cfg, vm, version, as_name=f"{vm}-again")
+    assert rr.verified and disk_bytes(vcsim, f"{vm}-again", 0, 24 * MiB) == source
+    assert not any(vcsim.vm_exists(t) for t in killed)  # the reaper destroyed them
+    cat = environment(cfg).catalog()
+    with cat.session() as db:
+        rows = list(db.execute(select(ObjectRow.name, SessionRow.kind, SessionRow.status,
+                                      SessionRow.message).join(SessionRow.object)
+                               .where(ObjectRow.name.in_(killed))))
+    states = sorted((name, kind, status) for name, kind, status, _ in rows)
+    assert states == sorted([(t, "restore-image", "aborted") for t in killed]
+                            + [(t, "reap-vm", "completed") for t in killed]), states
+    assert not [s for s in cat.running_sessions() if s.object.name in killed]
+    WaitForTask(vcsim.vm(f"{vm}-again").Destroy_Task())
+
+
+def test_kill_minus_nine_of_prune(vcsim, dc_config, tmp_path):
+    """`dpflow prune --apply` killed at a random moment of its life: every catalogued
+    version stays restorable, the next prune finishes the job (no pack file left that
+    the index does not name, no temporary pack), and a restore is bit for bit."""
+    from dpflow.image_file import restore_disk_file
+    from dpflow.retention import KeepPolicy
+    from dpflow.store.manifest import read_manifest
+    from flows.maintenance import forget_versions, prune_media
+    from flows.vm_image import backup_vm_image
+
+    conf = yaml.safe_load(dc_config.read_text())
+    conf["stores"][0]["pack_size_mib"] = 1  # many packs for prune to delete
+    dc_config.write_text(yaml.safe_dump(conf))
+    cfg = str(dc_config)
+    rng, n = kills()
+    vm = f"k9p-{os.getpid()}-{rng.randrange(1 << 30):x}"
+    vcsim.create_vm(vm, [16 * MiB])
+    life = 0.0
+    for _ in range(n):
+        for _ in range(2):  # a version to keep, one to forget: its packs are prune's work
+            vcsim.seed_disk(vm, 0, os.urandom(16 * MiB))
+            kept = disk_bytes(vcsim, vm, 0, 16 * MiB)
+            backup_vm_image(cfg, vm)
+        forget_versions(cfg, KeepPolicy(last=1), vm=vm, apply=True)
+        if not life:
+            t0 = time.monotonic()
+            assert run_cli(cfg, "prune").wait() == 0  # dry: how long the command lives here
+            life = time.monotonic() - t0
+        p = run_cli(cfg, "prune", "--apply")
+        time.sleep(rng.uniform(0.5, 1.1) * life)  # anywhere from start-up to the deletions
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+        print(f"prune {'killed' if p.wait() < 0 else 'ended'} (exit {p.returncode})")
+        assert_store_sound(cfg)
+    report = prune_media(cfg, apply=True)
+    assert report.deferred_by == []
+    store = environment(cfg).store()  # the flow closed the one it used
+    on_disk = {f.stem for f in store.packs_dir.rglob("*.pack")}
+    indexed = {pack for _, pack, *_ in store.index.entries()}
+    assert on_disk == indexed, f"pack files the index does not name: {on_disk - indexed}"
+    assert list(store.tmp_dir.glob("*.pack.tmp")) == []
+    assert_store_sound(cfg)
+    row = environment(cfg).catalog().latest_version(vm)
+    (disk,) = read_manifest(store, row.id).disks
+    restore_disk_file(store, disk, tmp_path / "d0.img", workers=2)
+    assert (tmp_path / "d0.img").read_bytes()[:16 * MiB] == kept

@@ -116,3 +116,26 @@ def test_prune_keeps_and_verify_checks_the_chunks_of_an_oracle_backup(store, tmp
     assert report.unrestorable.keys() == {sid} and report.uncatalogued == []
     delete_manifest(store, "lun-images")
     assert verify(store, expected, extra=refs).unrestorable.keys() == {sid, "lun-images"}
+
+
+def test_prune_deletes_pack_files_the_index_does_not_name(store):
+    """A prune killed after its index update but before its deletions leaves pack files no
+    index entry names: nothing can read them, and the next prune deletes them."""
+    from dpflow.store.maintenance import prune
+
+    cat = [back_up(store, "v1", os.urandom(3 * CS))]
+    back_up(store, "v2", os.urandom(3 * CS))
+    delete_manifest(store, "v2")  # forgotten: its packs are prune's work
+    refs = {c for d in read_manifest(store, "v1").disks for c in d.chunks}
+    packs = {p for c, p, *_ in store.index.entries() if c not in refs}
+    assert packs
+    store.index.remove_packs(sorted(packs))  # the killed prune got this far
+    left = {f.stem for f in store.packs_dir.rglob("*.pack")} & packs
+    assert left == packs
+    dry = prune(store, apply=False)
+    assert sorted(n for n, _ in dry.unindexed_removed) == sorted(
+        str(pack_path(store.packs_dir, p).relative_to(store.root)) for p in packs)
+    assert {f.stem for f in store.packs_dir.rglob("*.pack")} & packs == packs  # dry run
+    prune(store, apply=True)
+    assert {f.stem for f in store.packs_dir.rglob("*.pack")} & packs == set()
+    assert verify(store, cat, read_percent=100).ok
