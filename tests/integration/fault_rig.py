@@ -49,6 +49,7 @@ class Rig:
         }
         self.cfg = root / "dpflow.yaml"
         self.cfg.write_text(yaml.safe_dump(doc))
+        environment(str(self.cfg)).store(create=True)  # the LUN paths alone make none
         self.drv = SmisArray(eva.connection(timeout=10.0), poll_s=0.02)
         self.luns: dict[str, int] = {}
         self.initial = b""
