@@ -217,4 +217,4 @@ def campaign() -> tuple[int, list[Case], int]:
     s = seed()
     if os.environ.get(FULL_ENV) == "full":
         return s, every, len(every)
-    return s, select(every, s, float(os.environ.get(BUDGET_ENV, "45"))), len(every)
+    return s, select(every, s, float(os.environ.get(BUDGET_ENV, "36"))), len(every)
