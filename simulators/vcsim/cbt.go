@@ -118,15 +118,11 @@ func hashDisk(file string, capacity int64) ([]byte, error) {
 	if err := materialize(file); err != nil { // a sparse delta: whole first
 		return nil, err
 	}
-	f, err := os.Open(file)
+	f, extents, err := openExtents(file, capacity)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	extents, err := dataExtents(f, capacity)
-	if err != nil {
-		return nil, err
-	}
 	buf := make([]byte, cbtBlock)
 	zero := make([]byte, cbtBlock)
 	next := int64(0) // first block not hashed yet
@@ -157,6 +153,20 @@ func hashDisk(file string, capacity int64) ([]byte, error) {
 }
 
 // dataExtents lists the [start, end) data (non-hole) extents of f below limit.
+// openExtents opens a file for reading with its data extents up to limit.
+func openExtents(path string, limit int64) (*os.File, [][2]int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	ext, err := dataExtents(f, limit)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, ext, nil
+}
+
 func dataExtents(f *os.File, limit int64) ([][2]int64, error) {
 	const seekData, seekHole = 3, 4
 	var out [][2]int64
