@@ -152,7 +152,7 @@ def test_kill_minus_nine_of_restore(vcsim, dc_config, tmp_path):
     source = disk_bytes(vcsim, vm, 0, 24 * MiB)
     version = backup_vm_image(cfg, vm).version_id
     killed = []
-    vcsim.set_fault(path=r"-flat\.vmdk$", verb="PUT", kind="delay", ms=1500, count=0)
+    vcsim.set_fault(path=r"-flat\.vmdk$", verb="PUT", kind="delay", ms=2500, count=0)
     vcsim.set_fault(path=r"-flat\.vmdk$", verb="GET", kind="delay", ms=150, count=0)
     try:
         for i in range(n):
@@ -163,7 +163,7 @@ def test_kill_minus_nine_of_restore(vcsim, dc_config, tmp_path):
                 assert p.poll() is None, "restore ended before it could be killed"
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-            time.sleep(rng.uniform(0.0, 2.0))  # while writing (1.5 s) or verifying
+            time.sleep(rng.uniform(0.0, 2.5))  # while writing (2.5 s) or verifying
             assert p.poll() is None, "restore ended before it could be killed"
             p.send_signal(signal.SIGKILL)
             p.wait()
