@@ -58,6 +58,7 @@ from tasks.oracle import (
     save_logs_and_controlfile,
 )
 from tasks.oracle_media import replica_to_media
+from tasks.sessions import registered
 
 
 class ZdbResult(BaseModel):
@@ -133,19 +134,20 @@ def backup_oracle_zdb(dc: str, db: str, kind: str | None = None, keep: int | Non
                             raise
                     wait_usable(env, arr, name)
                     archived = archive_log_current(env, db)
-                    logs, cf = save_logs_and_controlfile(env, db, store, result.begin_scn,
-                                                         session_id)
-                    media = None
-                    if to_media:  # "ZDB to disk+tape": the replica's LUNs read into the store
-                        presented = present(env, arr, name)
-                        try:
-                            media = replica_to_media(env, arr, db, presented, made.replicas,
-                                                     store, f"{session_id}m")["version_id"]
-                        finally:
-                            unpresent(env, arr, presented)  # compensation, every exit path
-                    result.version_id = commit_zdb(env, db, arr, session_id, made, layout,
-                                                   result.begin_scn, result.end_scn, archived,
-                                                   store, logs, cf, media)
+                    with registered(env, store, session_id):  # prune waits for our chunks
+                        logs, cf = save_logs_and_controlfile(env, db, store, result.begin_scn,
+                                                             session_id)
+                        media = None
+                        if to_media:  # "ZDB to disk+tape": the replica's LUNs into the store
+                            presented = present(env, arr, name)
+                            try:
+                                media = replica_to_media(env, arr, db, presented, made.replicas,
+                                                         store, f"{session_id}m")["version_id"]
+                            finally:
+                                unpresent(env, arr, presented)  # compensation, every exit
+                        result.version_id = commit_zdb(env, db, arr, session_id, made, layout,
+                                                       result.begin_scn, result.end_scn,
+                                                       archived, store, logs, cf, media)
                     result.media_version_id = media
                     result.logs = len(logs)
                 except BaseException as exc:

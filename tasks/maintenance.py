@@ -59,7 +59,8 @@ def clean_leftovers(env: Environment, store: str | None, own_session: str | None
 
 @step(name="register backup with store")
 def register(env: Environment, store: str | None, session_id: str) -> None:
-    register_backup(env.store(store), session_id)
+    """Only backups register, and a backup may create its store (the first one does)."""
+    register_backup(env.store(store, create=True), session_id)
 
 
 @step(name="unregister backup from store", retries=3)

@@ -63,7 +63,7 @@ def cfg(tmp_path: Path, eva: EvaServer, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("DPFLOW_TEST_EVA_PASSWORD", eva.password)
     c = {"arrays": [{"name": "eva1", "host": "127.0.0.1", "port": eva.port, "user": eva.user,
                      "password": {"env": "DPFLOW_TEST_EVA_PASSWORD"}, "ca_file": str(eva.ca_file),
-                     "backup_host": "proxy", "timeout_s": 1.0, "job_deadline_s": 20,
+                     "backup_host": "proxy", "timeout_s": 3.0, "job_deadline_s": 20,
                      "replica_kind": "snapclone", "keep": 3}],
          "stores": [{"name": "library", "path": "store"}]}
     path = tmp_path / "dpflow.yaml"
@@ -187,13 +187,13 @@ def test_failed_session_leaves_no_replica_presentation_or_version(cfg, drv, eva,
     elif fault == "present":
         eva.faults.fail_method("ExposePaths", rc=4, description="controller busy", count=10)
     else:
-        eva.faults.hang("ExposePaths", seconds=1.2, count=3)
+        eva.faults.hang("ExposePaths", seconds=3.5, count=3)
     with pytest.raises(Exception) as exc:  # noqa: PT011 - the words are checked below
         replicate_luns(cfg, "db", ["data", "logs"], "snapclone")
     words = {"job": "disk failure", "present": "controller busy", "timeout": "timed out"}
     assert words[fault] in str(exc.value)
     if fault == "timeout":  # the provider's last hung call may still be finishing
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 15
         while True:
             try:
                 assert_nothing_left(cfg, drv)
@@ -211,7 +211,7 @@ def test_a_timed_out_create_is_found_again_by_name(cfg, drv, eva):
     from flows.luns import replicate_luns
 
     group_of_two(drv, eva)
-    eva.faults.hang("CreateGroupReplica", seconds=1.2, count=1)
+    eva.faults.hang("CreateGroupReplica", seconds=3.5, count=1)
     r = replicate_luns(cfg, "db", ["data", "logs"], "vsnap")
     assert r.status == "completed"
     assert [s.name for s in drv.list_replica_sets()] == [r.replica_set]

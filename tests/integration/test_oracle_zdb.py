@@ -140,6 +140,27 @@ def test_zdb_under_a_workload_then_instant_recovery_loses_nothing(cfg, drv, eva,
     assert [i for i, _ in rows()] == app.journal.ids()  # every acknowledged commit, no more
 
 
+def test_zdb_is_registered_with_the_store_while_it_writes_logs(cfg, drv, eva, tmp_path,
+                                                              monkeypatch):
+    """A prune defers while any backup is registered: the ZDB's archived logs and control
+    file are new chunks a concurrent prune must not take, so the ZDB registers first."""
+    import flows.oracle
+    from dpflow.store.maintenance import live_backups
+
+    seen: list[list[str]] = []
+    save = flows.oracle.save_logs_and_controlfile
+
+    def watched(env, db, store, begin_scn, session_id):  # type: ignore[no-untyped-def]
+        seen.append([b["session"] for b in live_backups(env.store(store))])
+        return save(env, db, store, begin_scn, session_id)
+
+    monkeypatch.setattr(flows.oracle, "save_logs_and_controlfile", watched)
+    make_db(tmp_path, eva, drv).commit(3)
+    r = flows.oracle.backup_oracle_zdb(cfg, "ORCL")
+    assert r.status == "completed" and seen == [[r.session_id]]
+    assert live_backups(environment(cfg).store(None)) == []  # unregistered at the end
+
+
 def test_point_in_time_recovery_holds_exactly_the_transactions_up_to_the_scn(cfg, drv, eva,
                                                                              tmp_path):
     from flows.oracle import backup_oracle_zdb, instant_recover_oracle
