@@ -30,16 +30,15 @@ from sqlalchemy import (
     delete,
     event,
     func,
-    inspect,
     literal,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
+from dpflow.catalog_schema import upgrade
 from dpflow.errors import NotFound, UserError
 
 
@@ -307,8 +306,7 @@ class Catalog(ReplicaCatalog, FileCatalog):
             self.engine = create_engine(url, future=True)
             if url.startswith("sqlite"):
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(self.engine)
-            _add_missing_columns(self.engine)
+            self.upgraded: list[str] = upgrade(self.engine, Base.metadata)  # what changed
         except (SQLAlchemyError, OSError, ImportError) as exc:
             why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise UserError(f"cannot open the catalog {_shown(url)}: {why}; check catalog_url "
@@ -491,19 +489,6 @@ def _with_driver(url: str) -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
-
-
-def _add_missing_columns(engine: Any) -> None:
-    """Add the nullable columns a newer dpflow defines to a catalog made by an older one
-    (additions only: nothing is renamed or dropped)."""
-    have = inspect(engine)
-    with engine.begin() as conn:
-        for table in Base.metadata.sorted_tables:
-            present = {c["name"] for c in have.get_columns(table.name)}
-            for col in table.columns:
-                if col.name not in present and col.nullable:
-                    kind = col.type.compile(dialect=engine.dialect)
-                    conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
