@@ -61,13 +61,15 @@ def old_schema() -> MetaData:
           Column("note", String(2000), nullable=False))
     Table("file_sets", md, Column("version_id", ForeignKey("versions.id"), primary_key=True),
           Column("level", String(8), nullable=False), Column("base_version_id", String(32)),
-          Column("files", Integer, nullable=False), Column("files_changed", Integer, nullable=False),
+          Column("files", Integer, nullable=False),
+          Column("files_changed", Integer, nullable=False),
           Column("volumes", Text, nullable=False))
     Table("files", md, Column("id", Integer, primary_key=True),
           Column("version_id", ForeignKey("versions.id"), nullable=False, index=True),
           Column("volume", String(255), nullable=False),
           Column("path", String(4096), nullable=False), Column("kind", String(8), nullable=False),
-          Column("size", BigInteger, nullable=False), Column("mtime_ns", BigInteger, nullable=False),
+          Column("size", BigInteger, nullable=False),
+          Column("mtime_ns", BigInteger, nullable=False),
           Column("ctime_ns", BigInteger), Column("mode", Integer), Column("uid", BigInteger),
           Column("gid", BigInteger), Column("owner", String(255)), Column("attributes", BigInteger),
           Column("inode", BigInteger, nullable=False), Column("nlink", Integer, nullable=False),
