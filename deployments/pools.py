@@ -50,7 +50,8 @@ def create_limits(dc: DataCentre) -> None:
         ensure(limits)
     except Exception as exc:  # noqa: BLE001 - any refusal is the operator's to read
         raise UserError(f"cannot create the concurrency limits {', '.join(sorted(limits))} "
-                        f"on the Prefect server: {first_line(exc)}") from exc
+                        f"on the Prefect server: {first_line(exc)}; see the server's log, "
+                        f"then deploy again") from exc
 
 
 def deploy_pools(dc: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from dpflow.config import DataCentre
-from dpflow.errors import UserError
+from dpflow.errors import UserError, first_line
 from dpflow.locks import limit_name
 
 _known: dict[str, int] = {}
@@ -64,13 +64,32 @@ def ensure(limits: dict[str, int]) -> None:
                 try:
                     client.create_global_concurrency_limit(
                         GlobalConcurrencyLimitCreate(name=name, limit=size))
-                except ObjectAlreadyExists:  # another worker made it in between
-                    pass
+                except ObjectAlreadyExists as exc:  # another worker made it in between,
+                    _confirm(client, name, exc)  # or the server's database refused it
             else:
                 if have.limit != size or not have.active:
                     client.update_global_concurrency_limit(
                         name, GlobalConcurrencyLimitUpdate(limit=size, active=True))
             _known[name] = size
+
+
+def _confirm(client: object, name: str, conflict: ObjectAlreadyExists) -> None:
+    """A 409 on create means the limit exists, unless the server's database refused the
+    row (a constraint or trigger maps to 409 too): then it is not there, and that is an
+    error, not a limit silently missing from every backup."""
+    try:
+        client.read_global_concurrency_limit_by_name(name)  # type: ignore[attr-defined]
+    except ObjectNotFound:
+        raise UserError(f"the server refused limit {name} (409 on create, yet it does not "
+                        f"exist): {_detail(conflict.http_exc)}") from None
+
+
+def _detail(http_exc: Exception) -> str:
+    """The API's own reason ({"detail": ...}), else the HTTP error's first line."""
+    try:
+        return str(http_exc.response.json()["detail"]).splitlines()[0]  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - no JSON reason: say what the HTTP error says
+        return first_line(http_exc)
 
 
 @contextmanager
