@@ -8,7 +8,9 @@ serves is written by `start` to OVERLAY_DIR/publish.json (store, disks, mount po
 the store key, resolved by the caller from the data centre's secret reference, reaches
 it in its environment (DPFLOW_PUBLISH_KEY), never in an argument or a file. It imports
 neither Prefect nor the hypervisor driver, so it starts in about a second. `start` waits
-until the mount answers; `stop` unmounts and waits for the process.
+until the mount answers; `stop` unmounts and waits for the process. The server watches its
+store (dpflow.publish_health) and says so in its log when it cannot read it. Started again
+on the same overlay, it serves the writes made before (their chunk map is on disk).
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def stop(mount: Path, pid: int | None = None, timeout_s: float = 30.0) -> None:
 def main(argv: list[str]) -> None:
     from mfusepy import FUSE
 
+    from dpflow.publish_health import StoreWatch
     from dpflow.published import PublishedVersion
     from dpflow.store.chunks import ChunkStore
     from dpflow.store.crypto import parse_key
@@ -91,8 +94,13 @@ def main(argv: list[str]) -> None:
     store = ChunkStore(Path(spec["store"]), compression_level=spec["compression_level"],
                        key=parse_key(key_text) if key_text else None).init(create=False)
     disks = [DiskManifest.model_validate(d) for d in spec["disks"]]
-    ops = PublishedVersion(store, disks, spec["folder"], Path(overlay))
-    FUSE(ops, spec["mount"], foreground=True, nothreads=True, direct_io=True)
+    watch = StoreWatch(Path(spec["store"]), Path(overlay), spec["folder"])
+    ops = PublishedVersion(store, disks, spec["folder"], Path(overlay), watch.read_error)
+    watch.start()
+    try:
+        FUSE(ops, spec["mount"], foreground=True, nothreads=True, direct_io=True)
+    finally:
+        watch.stop()
 
 
 if __name__ == "__main__":

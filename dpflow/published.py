@@ -9,7 +9,14 @@ stored bytes there first), and from then on that chunk is read from the overlay.
 store is never written: dropping the overlay gives the version back as it was. Any other
 file a hypervisor makes in the folder (a lock, a log) lives in the overlay directory.
 
-The overlay's chunk map lives in this process: the overlay is valid while the mount is.
+The overlay's chunk map (which chunks live in the overlay) is kept beside it, in
+`disk<N>.map`: one 4-byte index appended per chunk copied up, after the copy is on disk,
+so a server started again on the same overlay (a restart, a crash) serves the guest's
+writes again and never a half-copied chunk.
+
+A read the store cannot answer (its storage unreachable, a chunk damaged) reaches the
+guest as an I/O error and is reported once per outage, loudly, through `on_store_error`
+(the server logs it and records it for `dpflow instant-recover --status`).
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +45,51 @@ def descriptor(flat_name: str, size: int) -> bytes:
             f"RW {size // 512} VMFS \"{flat_name}\"\n").encode()
 
 
+StoreErrorHook = Callable[[str, int, BaseException], None]
+
+
+def map_path(overlay: Path) -> Path:
+    """The chunk map kept beside an overlay file."""
+    return overlay.with_suffix(".map")
+
+
+def read_map(path: Path) -> set[int]:
+    """The chunk indexes a map file names (a torn last entry is ignored)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return set()
+    whole = len(raw) - len(raw) % 4
+    return {i for (i,) in struct.iter_unpack("<I", raw[:whole])}
+
+
 class OverlayDisk:
     """One published disk: stored chunks below, written chunks in a sparse overlay file."""
 
-    def __init__(self, store: ChunkStore, disk: DiskManifest, overlay: Path) -> None:
+    def __init__(self, store: ChunkStore, disk: DiskManifest, overlay: Path,
+                 on_store_error: StoreErrorHook | None = None, name: str = "") -> None:
         self.disk, self.size, self.cs = disk, disk.capacity_bytes, disk.chunk_size
+        self.name = name or overlay.stem
         self.image = ImageDisk(store, disk, cache_chunks=16)
         self.fd = os.open(overlay, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.ftruncate(self.fd, self.size)
-        self.dirty: set[int] = set()  # chunks whose bytes live in the overlay
-        self.generation: dict[int, int] = {}  # chunk → write counter (for a migration)
+        # chunks whose bytes live in the overlay: those a server before this one copied up
+        self.dirty: set[int] = read_map(map_path(overlay))
+        self.map_fd = os.open(map_path(overlay), os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                              | os.O_CLOEXEC, 0o600)
+        self.on_store_error = on_store_error
         self.writes = 0
         self._lock = threading.Lock()
+
+    def _stored(self, offset: int, length: int) -> bytes:
+        """The version's own bytes; a store that cannot answer is reported and the guest
+        gets EIO (never zeros or stale bytes)."""
+        try:
+            return self.image.read(offset, length)
+        except Exception as exc:  # noqa: BLE001 - every store failure is an I/O error here
+            if self.on_store_error is not None:
+                self.on_store_error(self.name, offset, exc)
+            raise FuseOSError(errno.EIO) from exc
 
     def read(self, offset: int, length: int) -> bytes:
         length = max(0, min(length, self.size - offset))
@@ -58,7 +100,7 @@ class OverlayDisk:
             n = min(self.cs - skip, offset + length - pos)
             with self._lock:
                 mine = i in self.dirty
-            out += (os.pread(self.fd, n, pos) if mine else self.image.read(pos, n))
+            out += (os.pread(self.fd, n, pos) if mine else self._stored(pos, n))
             pos += n
         return bytes(out)
 
@@ -70,18 +112,24 @@ class OverlayDisk:
             i, skip = divmod(pos, self.cs)
             n = min(self.cs - skip, len(view))
             with self._lock:
-                if i not in self.dirty:  # copy the stored chunk up first
-                    base = self.image.read(i * self.cs, min(self.cs, self.size - i * self.cs))
+                if i not in self.dirty:  # copy the stored chunk up first, then map it
+                    base = self._stored(i * self.cs, min(self.cs, self.size - i * self.cs))
                     os.pwrite(self.fd, base, i * self.cs)
+                    os.fdatasync(self.fd)  # mapped only once its bytes are on disk
+                    os.write(self.map_fd, struct.pack("<I", i))
                     self.dirty.add(i)
                 os.pwrite(self.fd, view[:n], pos)
                 self.writes += 1
-                self.generation[i] = self.writes
             pos, view = pos + n, view[n:]
         return len(data)
 
+    def fsync(self) -> None:
+        os.fsync(self.fd)
+        os.fsync(self.map_fd)
+
     def close(self) -> None:
         os.close(self.fd)
+        os.close(self.map_fd)
         self.image.close()
 
 
@@ -91,13 +139,13 @@ class PublishedVersion(Operations):
     use_ns = True  # utimens times in nanoseconds
 
     def __init__(self, store: ChunkStore, disks: list[DiskManifest], folder: str,
-                 overlay_dir: Path) -> None:
+                 overlay_dir: Path, on_store_error: StoreErrorHook | None = None) -> None:
         self.folder = folder
         self.files_dir = overlay_dir / "files"
         (self.files_dir / folder).mkdir(parents=True, exist_ok=True)
-        self.disks = {f"/{folder}/disk{i}-flat.vmdk": OverlayDisk(store, d,
-                                                                  overlay_dir / f"disk{i}.data")
-                      for i, d in enumerate(disks)}
+        self.disks = {f"/{folder}/disk{i}-flat.vmdk": OverlayDisk(
+            store, d, overlay_dir / f"disk{i}.data", on_store_error, f"disk{i}")
+            for i, d in enumerate(disks)}
         self.descriptors = {f"/{folder}/disk{i}.vmdk": descriptor(f"disk{i}-flat.vmdk",
                                                                   d.capacity_bytes)
                             for i, d in enumerate(disks)}
@@ -213,7 +261,7 @@ class PublishedVersion(Operations):
 
     def fsync(self, path: str, datasync: int, fh: int) -> int:
         if path in self.disks:
-            os.fsync(self.disks[path].fd)
+            self.disks[path].fsync()
         elif not self._virtual(path):
             os.fsync(fh)
         return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -24,16 +25,23 @@ def instant_recover(vm: Annotated[str | None, typer.Argument(help="VM whose vers
                     datastore: Annotated[str | None, typer.Option(
                         help="--migrate: the production datastore (default: the VM's own)"
                         )] = None,
+                    status: Annotated[bool, typer.Option(
+                        "--status", help="show every instant recovery and whether its store "
+                        "can be read")] = False,
                     config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """Instant VM Recovery: the version published from the store as an NFS datastore, the
     VM registered on it and powered on in seconds; --migrate NAME moves it to production
-    while it runs (Storage vMotion); --abort NAME removes it all."""
+    while it runs (Storage vMotion); --abort NAME removes it all; --status shows them."""
     from dpflow.errors import UserError
 
-    if sum(x is not None for x in (vm, abort, migrate)) != 1:
+    if sum(x is not None for x in (vm, abort, migrate)) + status != 1:
         def refuse() -> None:
-            raise UserError("give one of: a VM to recover, --migrate NAME, --abort NAME")
+            raise UserError("give one of: a VM to recover, --migrate NAME, --abort NAME, "
+                            "--status")
         guard(refuse)
+    if status:
+        _status(config)
+        return
     cfg = prepare(config)
     if migrate is not None:
         def move() -> Any:
@@ -78,3 +86,27 @@ def instant_recover(vm: Annotated[str | None, typer.Argument(help="VM whose vers
                   f"({mb(r.disk_bytes)} of disks, nothing copied) on datastore {r.datastore}, "
                   f"host {r.host}: powered on {r.seconds_to_power_on:.1f}s after the start; "
                   f"`dpflow instant-recover --abort {r.name}` removes it", highlight=False)
+
+
+def _status(config: Path) -> None:
+    """One line per instant recovery; exit 1 when a store cannot be read."""
+    def go() -> list[dict[str, object]]:
+        from dpflow.environment import environment
+        from tasks.instant import health, recoveries
+
+        env = environment(config)
+        return [health(env, s) for s in recoveries()]
+    rows = guard(go)
+    if not rows:
+        console.print("no instant recovery is running", highlight=False)
+    trouble = False
+    for h in rows:
+        ok = h["store"] == "ok" and h["server"] == "running" and h["mounted"]
+        trouble = trouble or not ok
+        colour = "green" if ok else "bold red"
+        console.print(f"[{colour}]{h['name']}[/] from version {h['version']} of {h['vm']} on "
+                      f"datastore {h['datastore']}: server {h['server']}, "
+                      f"{'mounted' if h['mounted'] else 'NOT mounted'}, store: {h['store']}",
+                      highlight=False, soft_wrap=True)
+    if trouble:
+        raise typer.Exit(1)

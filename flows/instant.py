@@ -11,8 +11,8 @@ the overlay dropped: nothing left, production and the store untouched.
 migrate_instant_recovery: the running VM's disks moved to a production datastore by the
 hypervisor (Storage vMotion: RelocateVM_Task copies through the published datastore, the
 overlay's writes included, and switches), then the published datastore unmounted, the
-server stopped, the overlay dropped. A datastore without room is refused before anything
-starts.
+server stopped, the overlay dropped. A datastore without room, or a store that cannot be
+read, is refused before anything starts.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from flows.vm_image import plan_restore
 from tasks.instant import (
     InstantState,
     check_room,
+    check_store,
     check_tools,
     migrate,
     mount,
@@ -147,6 +148,7 @@ def migrate_instant_recovery(dc: str, name: str, datastore: str | None = None) -
     with open_environment(dc) as env:
         state = load(name)
         target = datastore or state.home_datastore
+        check_store(env, state)  # the store unreachable: one line, nothing started
         need = check_room(env, state, target)  # no room: one line, nothing started
         with session(env, "instant-migrate", state.vm) as s:
             info = migrate(env, state, target)

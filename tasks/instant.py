@@ -7,7 +7,7 @@ exists, so a later `abort` (another process, another day) finds and removes ever
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
 from pathlib import Path
 
@@ -119,6 +119,60 @@ def check_room(env: Environment, state: InstantState, datastore: str) -> int:
     return need
 
 
+def store_line(env: Environment, state: InstantState) -> str | None:
+    """One line saying the version's store cannot be read now, or what the publishing
+    server last recorded about it (None: the store answers and nothing was recorded)."""
+    from dpflow.publish_health import read_health, store_problem
+
+    row = env.catalog().version(state.version_id)
+    root = env.dc.store(row.store).path
+    problem = store_problem(root)
+    if problem is not None:
+        return (f"store '{row.store}' at {root} is unreachable ({problem}): {state.name} "
+                f"runs from the published version, its reads of data not read yet fail; "
+                f"production is untouched")
+    seen = read_health(Path(state.overlay))
+    if seen.get("read_errors"):
+        return (f"store '{row.store}' was unreachable earlier: {seen['read_errors']} read(s) "
+                f"of {state.name} failed, the last at {seen.get('at')}"
+                + (f" ({seen['error']})" if seen.get("error") else ""))
+    return None
+
+
+def check_store(env: Environment, state: InstantState) -> None:
+    """UserError (nothing started) when the store cannot be read: a migration reads every
+    chunk the guest has not read yet."""
+    from dpflow.publish_health import store_problem
+
+    row = env.catalog().version(state.version_id)
+    root = env.dc.store(row.store).path
+    problem = store_problem(root)
+    if problem is not None:
+        raise UserError(f"store '{row.store}' at {root} is unreachable ({problem}): the "
+                        f"migration of {state.name} reads the version from it; nothing was "
+                        f"started, production is untouched, {state.name} keeps running; "
+                        f"bring the store back, then migrate")
+
+
+def health(env: Environment, state: InstantState) -> dict[str, object]:
+    """What `dpflow instant-recover --status` shows of one recovery."""
+    alive = False
+    if state.pid is not None:
+        try:
+            os.kill(state.pid, 0)
+            alive = True
+        except ProcessLookupError:
+            pass
+    return {"name": state.name, "vm": state.vm, "version": state.version_id,
+            "datastore": state.datastore, "server": "running" if alive else "stopped",
+            "mounted": os.path.ismount(state.mount), "store": store_line(env, state) or "ok"}
+
+
+def recoveries() -> list[InstantState]:
+    return [load(p.stem) for p in sorted(state_dir().glob("*.json"))] \
+        if state_dir().is_dir() else []
+
+
 def take_down(env: Environment, state: InstantState) -> list[str]:
     """Every piece the state names, in reverse: VM, datastore, server, overlay; then the
     state file. Each piece is tried even when one before failed; what stays is returned."""
@@ -145,6 +199,3 @@ def take_down(env: Environment, state: InstantState) -> list[str]:
         state_path(state.name).unlink(missing_ok=True)
     return left
 
-
-def status(state: InstantState) -> dict[str, object]:
-    return json.loads(state.model_dump_json())

@@ -6,6 +6,7 @@ the store unchanged."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -100,20 +101,39 @@ def check_running_then_abort(vcsim, cfg: Path, tmp_path: Path, name: str, versio
     assert not state_path(r.name).exists()
 
 
-def test_migration_under_guest_writes_ends_equal_to_the_overlay(vcsim, dc_config, tmp_path,
-                                                              monkeypatch):
+def overlay_state(version_img: Path, overlay: Path, disk: int = 0) -> bytes:
+    """The published disk as the guest sees it, from files alone: the version's bytes, and
+    in every chunk the overlay's chunk map names, the overlay's bytes."""
+    from dpflow.published import map_path, read_map
+
+    data = bytearray(version_img.read_bytes())
+    mapped = read_map(map_path(overlay / f"disk{disk}.data"))
+    assert mapped, "the guest wrote nothing to the overlay: nothing to prove"
+    cs = json.loads((overlay / "publish.json").read_text())["disks"][disk]["chunk_size"]
+    with open(overlay / f"disk{disk}.data", "rb") as f:
+        for i in mapped:
+            data[i * cs:(i + 1) * cs] = os.pread(f.fileno(), cs, i * cs)[:len(data) - i * cs]
+    return bytes(data)
+
+
+def test_migration_under_guest_writes_ends_bit_for_bit_equal_to_the_overlay(
+        vcsim, dc_config, tmp_path, monkeypatch):
     """No room → refused before it starts; then the running VM moves to LocalDS_0 while its
-    guest writes files: the migrated disk equals the overlay's final state, the published
-    datastore and the overlay are gone, the store unchanged."""
+    guest writes files: the whole migrated disk, read from its file at the switch, equals
+    the overlay's final state (the version's bytes plus the overlay's chunks) bit for bit;
+    the guest writes on after the switch and loses nothing; the published datastore and
+    the overlay are gone, the store unchanged."""
     import threading
     import time
 
+    import flows.instant
     from dpflow.errors import UserError
     from drivers.vsphere_guest import GuestFiles
     from flows.instant import instant_recover_vm, migrate_instant_recovery
     from tasks.instant import load, state_path, take_down
 
     name, _, _ = backed_up_vm(vcsim, dc_config, tmp_path)
+    version_img = tmp_path / f"{name}.img"
     cfg = lab_config(dc_config, monkeypatch, vcsim)
     before = packs_digest(cfg)
     r = instant_recover_vm(str(cfg), name, as_name=f"{name}-mig")
@@ -127,19 +147,36 @@ def test_migration_under_guest_writes_ends_equal_to_the_overlay(vcsim, dc_config
         hv = environment(cfg).hypervisor("vcsim")
         gf = GuestFiles(hv, hv.find_vm(r.name), "root", vcsim.guest_password)
         gf.mkdir("/migrate")
-        stop, wrote = threading.Event(), []
-
+        stop, wrote, gate = threading.Event(), [], threading.Lock()
         errors: list[BaseException] = []
 
-        def guest() -> None:  # the guest keeps writing files while it migrates
+        def guest() -> None:  # the guest keeps writing files, before and after the switch
             try:
                 while not stop.is_set():
                     data = os.urandom(8192)
-                    gf.upload(f"/migrate/f{len(wrote)}", [data], len(data), overwrite=True)
-                    wrote.append(data)
+                    with gate:
+                        gf.upload(f"/migrate/f{len(wrote)}", [data], len(data), overwrite=True)
+                        wrote.append(data)
             except BaseException as exc:  # noqa: BLE001 - reported by the test
                 errors.append(exc)
 
+        real_migrate, seen = flows.instant.migrate, {}
+
+        def migrate_at_switch(env, st, target):
+            """The switch-over, as the flow makes it: the guest's write in flight ends, the
+            copy and the switch run (atomic, as a host's mirror driver makes them), and the
+            migrated disk is read from its file before the guest writes again."""
+            with gate:
+                seen["writes_before"] = len(wrote)
+                seen["expected"] = overlay_state(version_img, Path(st.overlay))
+                seen["published"] = (Path(st.mount) / name / "disk0-flat.vmdk").read_bytes()
+                info = real_migrate(env, st, target)
+                final = vcsim.local_path(info.disks[0].file_name)
+                seen["migrated"] = final.with_name(
+                    final.name.replace(".vmdk", "-flat.vmdk")).read_bytes()
+            return info
+
+        monkeypatch.setattr(flows.instant, "migrate", migrate_at_switch)
         t = threading.Thread(target=guest)
         t.start()
         try:
@@ -148,17 +185,27 @@ def test_migration_under_guest_writes_ends_equal_to_the_overlay(vcsim, dc_config
                 assert t.is_alive() and time.monotonic() < deadline, errors
                 stop.wait(0.05)
             m = migrate_instant_recovery(str(cfg), r.name)
+            n_after = len(wrote)
+            while len(wrote) < n_after + 2:  # the guest writes on, to the migrated disk
+                assert t.is_alive() and time.monotonic() < deadline, errors
+                stop.wait(0.05)
         finally:
             stop.set()
             t.join()
         assert not errors, errors
+        assert seen["writes_before"] >= 2
+        assert seen["expected"] != version_img.read_bytes()  # the overlay holds the writes
+        assert seen["published"] == seen["expected"]  # what the guest saw at the switch
+        assert len(seen["migrated"]) == len(seen["expected"])
+        assert hashlib.sha256(seen["migrated"]).digest() == \
+            hashlib.sha256(seen["expected"]).digest()  # the whole disk, bit for bit
         info = hv.find_vm(r.name)
         assert m.datastore == "LocalDS_0" and info.power_state == "poweredOn"
         assert all(d.datastore == "LocalDS_0" for d in info.disks)
         assert r.datastore not in datastores(vcsim) and not os.path.ismount(state.mount)
         assert not Path(state.overlay).exists() and not state_path(r.name).exists()
-        # every file the guest wrote, before, during and after the switch, is on the
-        # migrated disk with its bytes (read from the disk file, not through the guest)
+        # every file the guest wrote, before and after the switch, is on the migrated disk
+        # with its bytes (read from the disk file, not through the guest)
         final = vcsim.local_path(info.disks[0].file_name)
         flat = final.with_name(final.name.replace(".vmdk", "-flat.vmdk"))
         with open(flat, "rb") as f:
