@@ -219,3 +219,63 @@ def test_migration_under_guest_writes_ends_bit_for_bit_equal_to_the_overlay(
         if state_path(r.name).exists():
             take_down(environment(cfg), load(r.name))
     assert packs_digest(cfg) == before
+
+
+def test_a_store_lost_under_a_running_recovery_is_told_and_production_untouched(
+        vcsim, dc_config, tmp_path, monkeypatch):
+    """The store goes away while the recovered VM runs: the publishing server says so in its
+    log, `instant-recover --status` says so (exit 1), a migration is refused before it
+    starts; the production VM, its disk and the target datastore are untouched; the store
+    back, the server says so and abort leaves nothing."""
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    from dpflow.errors import UserError
+    from flows.instant import abort_instant_recovery, instant_recover_vm, migrate_instant_recovery
+    from tasks.instant import load, state_path, take_down
+    from tests.integration.test_cli import run
+
+    name, _, _ = backed_up_vm(vcsim, dc_config, tmp_path)
+    cfg = lab_config(dc_config, monkeypatch, vcsim)
+    monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+    before = packs_digest(cfg)
+    prod = vcsim.vm(name)
+    prod_disk = vcsim.current_disk_path(name, 0)
+    prod_before = (prod.runtime.powerState, hashlib.sha256(prod_disk.read_bytes()).digest())
+    root = environment(cfg).store("library").root
+    away = root.with_name(root.name + ".unreachable")
+    r = instant_recover_vm(str(cfg), name, as_name=f"{name}-lost")
+    state = load(r.name)
+    log = Path(state.overlay) / "server.log"
+    home = vcsim.local_path(f"[LocalDS_0] {r.name}")  # the recovered VM's configuration
+    home_before = sorted(p.name for p in home.iterdir())
+    try:
+        root.rename(away)  # the store's share is gone
+        deadline = time.monotonic() + 30
+        while "STORE UNREACHABLE" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        (notice,) = [ln for ln in log.read_text().splitlines() if "STORE UNREACHABLE" in ln]
+        assert str(root) in notice and "production is untouched" in notice, notice
+        code, out = run("instant-recover", "--status", "-c", str(cfg))
+        assert code == 1, out
+        assert r.name in out and "is unreachable" in out and str(root) in out, out
+        with pytest.raises(UserError, match="unreachable.*nothing was started"):
+            migrate_instant_recovery(str(cfg), r.name)
+        assert vcsim.vm(r.name).runtime.powerState == "poweredOn"  # still running
+        assert sorted(p.name for p in home.iterdir()) == home_before  # no disk copied
+        assert (vcsim.vm(name).runtime.powerState,
+                hashlib.sha256(prod_disk.read_bytes()).digest()) == prod_before
+        away.rename(root)  # back
+        while "reachable again" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert abort_instant_recovery(str(cfg), r.name) == []
+    finally:
+        if away.exists():
+            away.rename(root)
+        if state_path(r.name).exists():
+            take_down(environment(cfg), load(r.name))
+    assert not vcsim.vm_exists(r.name) and r.datastore not in datastores(vcsim)
+    assert packs_digest(cfg) == before

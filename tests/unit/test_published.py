@@ -3,6 +3,7 @@ store never touched (real store, real FUSE mount, no Prefect, no vCenter)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import subprocess
@@ -28,10 +29,27 @@ def tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-@pytest.fixture
-def published(tmp_path: Path):
+def _mount(ops, mount: Path) -> threading.Thread:
     from mfusepy import FUSE
 
+    t = threading.Thread(target=FUSE, args=(ops, str(mount)),
+                         kwargs={"foreground": True, "nothreads": True, "direct_io": True},
+                         daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not os.path.ismount(mount):
+        assert time.monotonic() < deadline, "the mount never came up"
+        time.sleep(0.02)
+    return t
+
+
+def _unmount(mount: Path, t: threading.Thread) -> None:
+    subprocess.run(["fusermount3", "-u", str(mount)], check=False)
+    t.join(10)
+
+
+@pytest.fixture
+def published(tmp_path: Path):
     from dpflow.published import PublishedVersion
 
     data = os.urandom(5 * CS) + bytes(3 * CS) + os.urandom(CS // 2)
@@ -44,19 +62,11 @@ def published(tmp_path: Path):
     mount, overlay = tmp_path / "mnt", tmp_path / "overlay"
     mount.mkdir()
     ops = PublishedVersion(store, [disk], "vm1", overlay)
-    t = threading.Thread(target=FUSE, args=(ops, str(mount)),
-                         kwargs={"foreground": True, "nothreads": True, "direct_io": True},
-                         daemon=True)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not os.path.ismount(mount):
-        assert time.monotonic() < deadline, "the mount never came up"
-        time.sleep(0.02)
+    t = _mount(ops, mount)
     try:
         yield mount, data, ops
     finally:
-        subprocess.run(["fusermount3", "-u", str(mount)], check=False)
-        t.join(10)
+        _unmount(mount, t)
         after = tree_digest(tmp_path / "store"), sorted(store.index.entries())
         assert after == before  # the store was never written
         store.close()
@@ -91,3 +101,61 @@ def test_reads_are_lazy_and_writes_stay_in_the_overlay(published):
         flat.unlink()
     (mount / "vm1" / "vm1.lck").write_text("lock")  # other files: in the overlay directory
     assert (mount / "vm1" / "vm1.lck").read_text() == "lock"
+
+
+def test_the_overlay_survives_a_restart_and_a_lost_store_is_an_io_error_told(tmp_path):
+    """A server started again on the same overlay serves the writes made before (the chunk
+    map is on disk); a read the store cannot answer is EIO to the guest, told once."""
+    from dpflow.publish_health import StoreWatch, read_health
+    from dpflow.published import PublishedVersion
+
+    data = os.urandom(4 * CS)
+    store = ChunkStore(tmp_path / "store").init()
+    chunks, _ = backup_disk(BytesDisk(data), store, chunk_size=CS, workers=1)
+    store.flush()
+    disk = DiskManifest(key=2000, label="Hard disk 1", capacity_bytes=len(data), chunk_size=CS,
+                        chunks=chunks)
+    mount, overlay = tmp_path / "mnt", tmp_path / "overlay"
+    mount.mkdir()
+    flat = mount / "vm1" / "disk0-flat.vmdk"
+    t = _mount(PublishedVersion(store, [disk], "vm1", overlay), mount)
+    with open(flat, "r+b") as f:
+        f.seek(CS + 7)
+        f.write(b"written before the restart")
+        os.fsync(f.fileno())
+    _unmount(mount, t)
+    store.close()
+
+    store = ChunkStore(tmp_path / "store").init(create=False)  # a new server, same overlay
+    watch = StoreWatch(tmp_path / "store", overlay, "vm1")
+    ops = PublishedVersion(store, [disk], "vm1", overlay, watch.read_error)
+    t = _mount(ops, mount)
+    try:
+        want = bytearray(data)
+        want[CS + 7:CS + 33] = b"written before the restart"
+        with open(flat, "rb") as f:  # chunk 1, from the overlay: the store is not read
+            f.seek(CS)
+            assert f.read(CS) == bytes(want[CS:2 * CS])
+        assert ops.disks["/vm1/disk0-flat.vmdk"].image.chunks_fetched == 0
+        (tmp_path / "store" / "packs").rename(tmp_path / "packs.away")  # the store is lost
+        fd = os.open(flat, os.O_RDONLY)
+        try:
+            for _ in range(2):
+                with pytest.raises(OSError) as exc:
+                    os.pread(fd, 100, 3 * CS)  # never read before: from the store
+                assert exc.value.errno == errno.EIO
+            assert os.pread(fd, 26, CS + 7) == b"written before the restart"  # overlay
+        finally:
+            os.close(fd)
+        health = read_health(overlay)
+        assert health["reachable"] is False and health["read_errors"] == 2
+        assert "reading disk0 at offset" in str(health["error"])
+        (tmp_path / "packs.away").rename(tmp_path / "store" / "packs")
+        watch.probe()
+        assert read_health(overlay)["reachable"] is True
+        with open(flat, "rb") as f:
+            f.seek(3 * CS)
+            assert f.read(100) == data[3 * CS:3 * CS + 100]
+    finally:
+        _unmount(mount, t)
+        store.close()
