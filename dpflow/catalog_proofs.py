@@ -56,5 +56,5 @@ def proof(cat: Catalog, proof_id: str) -> ProofRow:
     with cat.session() as db:
         row = db.get(ProofRow, proof_id)
         if row is None:
-            raise NotFound(f"unknown proof '{proof_id}': `dpflow proof list` shows them")
+            raise NotFound(f"unknown proof '{proof_id}': `dpflow proofs` shows them")
         return row

@@ -116,5 +116,5 @@ def verify_proof(env: Environment, proof_id: str, read_data: bool = False) -> Ve
 def latest_proof_id(env: Environment, vm: str) -> str:
     rows = proofs(env.catalog(), vm)
     if not rows:
-        raise UserError(f"no restore proof of VM '{vm}': `dpflow verify-restore {vm}` makes one")
+        raise UserError(f"no restore proof of VM '{vm}': `dpflow test-restore {vm}` makes one")
     return rows[-1].id

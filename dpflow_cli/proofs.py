@@ -1,4 +1,5 @@
-"""`dpflow verify-restore`, `dpflow proof list|verify|keygen`: restore tests and their proofs."""
+"""`dpflow test-restore`, `dpflow proofs`, `dpflow proof verify|keygen`: restore tests and
+their proofs."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ from rich.table import Table
 
 from dpflow_cli.app import DEFAULT_CONFIG, ConfigOpt, app, console, err, guard, prepare
 
-proof_app = typer.Typer(help="Restore proofs: list, verify, make a signing key.",
+proof_app = typer.Typer(help="Restore proofs: verify one, make a signing key "
+                        "(`dpflow proofs` lists them).",
                         no_args_is_help=True)
 app.add_typer(proof_app, name="proof")
 COLOURS = {"passed": "green", "failed": "red", "skipped": "yellow"}
 
 
-@app.command("verify-restore")
-def verify_restore(vms: Annotated[list[str], typer.Argument(help="VM names")],
+@app.command("test-restore")
+def restore_test(vms: Annotated[list[str], typer.Argument(help="VM names")],
                    version: Annotated[str | None, typer.Option(
                        help="version id (default: the latest; one VM only)")] = None,
                    config: ConfigOpt = DEFAULT_CONFIG) -> None:
@@ -93,8 +95,8 @@ def _show(body: Any) -> None:
     console.print(table)
 
 
-@proof_app.command("list")
-def proof_list(vm: Annotated[str | None, typer.Argument(help="only this VM")] = None,
+@app.command("proofs")
+def proofs_list(vm: Annotated[str | None, typer.Argument(help="only this VM")] = None,
                config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """The restore proofs in the catalog, oldest first (not verified: see `proof verify`)."""
     def go() -> Any:
@@ -111,7 +113,7 @@ def proof_list(vm: Annotated[str | None, typer.Argument(help="only this VM")] = 
 
 
 @proof_app.command("verify")
-def proof_verify(proof_id: Annotated[str, typer.Argument(help="proof id (`dpflow proof list`)")],
+def proof_verify(proof_id: Annotated[str, typer.Argument(help="proof id (`dpflow proofs`)")],
                  read_data: Annotated[bool, typer.Option(
                      help="also read and re-hash every chunk of the version")] = False,
                  config: ConfigOpt = DEFAULT_CONFIG) -> None:

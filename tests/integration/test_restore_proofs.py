@@ -21,6 +21,7 @@ from dpflow.environment import environment
 from dpflow.store.manifest import read_manifest
 from dpflow.store.packs import pack_path
 from simulators.guest_disks import MiB, make_guest_disk
+from tests.integration.test_bad_input import cli
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 KEY = "5f" * 32  # an ed25519 seed, for tests only
@@ -109,6 +110,12 @@ def test_a_good_version_proves_and_its_proof_resists_tampering(vcsim, dc_config,
     env = environment(cfg)
     v = verify_proof(env, r.proof_id)
     assert v.ok, v.line
+    # the CLI's names: `dpflow proofs [VM]` lists it, `dpflow proof verify ID` checks it
+    code, out = cli(["proofs", name], cfg, {}, monkeypatch)
+    assert code == 0 and r.proof_id in out and "passed" in out, out
+    code, out = cli(["proof", "verify", r.proof_id], cfg, {}, monkeypatch)
+    assert code == 0 and out.startswith("valid:"), out
+    assert cli(["proof", "list"], cfg, {}, monkeypatch)[0] == 2  # one name per command
     row_body = env.catalog().engine.connect().execute(
         text("SELECT body, signature FROM restore_proofs WHERE id = :id"),
         {"id": r.proof_id}).one()
@@ -186,10 +193,10 @@ def test_bad_input_is_one_line_and_exit_2(vcsim, dc_config, monkeypatch):
     monkeypatch.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
     cfg = lab_config(dc_config, monkeypatch, vcsim)
     before = vm_names(vcsim)
-    assert_one_line(*run("verify-restore", "no-such-vm", "-c", str(cfg)),
+    assert_one_line(*run("test-restore", "no-such-vm", "-c", str(cfg)),
                     "no version of vm 'no-such-vm' in the catalog")
     monkeypatch.delenv("DPFLOW_TEST_PROOF_KEY")
-    assert_one_line(*run("verify-restore", "no-such-vm", "-c", str(cfg)),
+    assert_one_line(*run("test-restore", "no-such-vm", "-c", str(cfg)),
                     "environment variable DPFLOW_TEST_PROOF_KEY is empty")
     monkeypatch.setenv("DPFLOW_TEST_PROOF_KEY", "not-a-key")  # in-process: one CLI run less
     with pytest.raises(UserError, match="not an ed25519 private key") as exc:
