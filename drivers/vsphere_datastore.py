@@ -9,6 +9,7 @@ transport in drivers.retry.RetryingReader.
 from __future__ import annotations
 
 import http.client
+import ssl
 import threading
 from collections.abc import Callable
 
@@ -16,6 +17,22 @@ import requests
 import urllib3
 
 from drivers.errors import PermanentError, TransientError, UserError
+
+
+def untrusted(exc: BaseException) -> bool:
+    """Whether a TLS error was the certificate's verification failing (anything else,
+    e.g. an EOF in the handshake, is a connection problem)."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None), *e.args]
+    return False
 
 
 class DatastoreDisk:
@@ -51,6 +68,9 @@ class DatastoreDisk:
             r = self._session().get(self.url, headers={"Range": f"bytes={start}-{end}"},
                                     stream=True, timeout=(10, 60), verify=self._verify)
         except requests.exceptions.SSLError as exc:
+            if not untrusted(exc):  # a TLS stream cut short (a restart): not the CA's fault
+                self._local.session = None
+                raise TransientError(f"range {start}-{end}: {exc}") from exc
             raise UserError(f"TLS certificate of the datastore server not trusted: {exc}; "
                             f"set ca_file to the CA that signed it") from exc
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError,

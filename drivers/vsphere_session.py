@@ -48,7 +48,9 @@ _TRANSIENT_FAULTS: tuple[type, ...] = (
     vmodl.fault.SystemError,
     vmodl.fault.RequestCanceled,
 )
-NETWORK_ERRORS = (http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError)
+#: a connection that vCenter closed mid-exchange (a restart) ends a TLS stream with EOF
+NETWORK_ERRORS = (http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError,
+                  ssl.SSLEOFError, ssl.SSLZeroReturnError)
 
 
 def _fault_text(fault: vmodl.MethodFault) -> str:

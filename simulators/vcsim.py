@@ -68,6 +68,8 @@ class Vcsim:
     host; 2 per pool gives 4 VMs). ``faults`` are rules loaded at start-up (see
     ``set_fault``). ``cbt_page_limit`` bounds the changed areas per
     QueryChangedDiskAreas answer (simulator default 64; see ``set_cbt_page_limit``).
+    ``persist`` keeps the inventory in ``work_dir/state`` (simulators/vcsim/persist.go),
+    so that ``restart`` (or a fault of kind "crash") finds it again, as a vCenter does.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class Vcsim:
         extra_args: tuple[str, ...] = (),
         extra_env: dict[str, str] | None = None,
         start_timeout: float = 60.0,
+        persist: bool = False,
     ) -> None:
         self.username = username
         self.password = password
@@ -99,6 +102,7 @@ class Vcsim:
         self._extra_args = extra_args
         self._extra_env = extra_env or {}
         self._start_timeout = start_timeout
+        self.persist = persist
         self._proc: subprocess.Popen[bytes] | None = None
         self._si: Any = None
         self.url = ""
@@ -122,14 +126,15 @@ class Vcsim:
         return self.datastores[DEFAULT_DATASTORE]
 
     def start(self) -> Vcsim:
-        """Start the simulator and wait until it printed its URL and datastores."""
+        """Start the simulator and wait until it printed its URL and datastores (on the
+        port it had before, if it ran before)."""
         binary = build()
         certs = ensure_certs(self._cert_dir)
         self.ca_file = certs.ca_file
         tmp = self.work_dir / "tmp"  # vcsim puts datastore directories in $TMPDIR
         tmp.mkdir(parents=True, exist_ok=True)
         args = [
-            str(binary), "-l", "127.0.0.1:0",
+            str(binary), "-l", f"127.0.0.1:{self.port}",
             "-tlscert", str(certs.cert_file), "-tlskey", str(certs.key_file),
             "-username", self.username, "-password", self.password,
             "-vm", str(self._vms_per_pool),
@@ -142,8 +147,11 @@ class Vcsim:
             faults_file = self.work_dir / "faults.json"
             faults_file.write_text(json.dumps(self._faults))
             args += ["-faults", str(faults_file)]
+        if self.persist:
+            args += ["-state-dir", str(self.work_dir / "state")]
         args += list(self._extra_args)
         out_path = self.work_dir / "vcsim.out"
+        out_path.unlink(missing_ok=True)
         with open(out_path, "wb") as out, open(self.work_dir / "vcsim.log", "ab") as err:
             # Files, not pipes: nobody drains a pipe during the test, and a full pipe
             # would block the simulator.
@@ -200,6 +208,37 @@ class Vcsim:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         atexit.unregister(self.stop)
 
+    def restart(self, downtime: float = 0.0) -> None:
+        """Kill the simulator (SIGKILL: nothing saved at the end) and start it again on
+        the same port with the same certificates and state, after ``downtime`` s. Only
+        with ``persist``: without it a restart would lose the whole inventory."""
+        if not self.persist:
+            raise VcsimError("restart() needs Vcsim(persist=True)")
+        self._si = None  # its session died with the process
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        time.sleep(downtime)
+        self.start()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the simulator answers again (after a crash fault's restart)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.state()
+                return
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def state(self) -> dict[str, Any]:
+        """persistent, saves (inventory saves by this process) and generation (crash
+        restarts so far)."""
+        return self._control("GET", "/_state")
+
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -221,6 +260,8 @@ class Vcsim:
             try:
                 _ = self._si.content.sessionManager.currentSession
             except vim.fault.NotAuthenticated:
+                self._si = None
+            except OSError:  # the process was restarted: its connection is gone
                 self._si = None
         if self._si is None:
             self._si = SmartConnect(
@@ -522,7 +563,11 @@ class Vcsim:
         ``expire`` ends every session: before the method's call, or on a path once
         ``bytes`` more bytes of matching responses were sent (count: how many times).
         ``restart`` does the same and then drops every client request for ``ms`` (a
-        vCenter service restart; the inventory stays, the process is not restarted)."""
+        vCenter service restart; the inventory stays, the process is not restarted).
+        ``crash`` (needs ``persist``) restarts the process itself, on the same port, down
+        for ``ms``: it keeps only its saved inventory; with ``bytes`` on a path, once that
+        many bytes of matching responses were sent. The rule dies with the process: its
+        firing shows as ``state()["generation"]``."""
         rules = self._control("POST", "/_fault", rule)["rules"]
         return rules[-1]
 

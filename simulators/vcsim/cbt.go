@@ -9,7 +9,7 @@ package main
 // CreateSnapshot while tracking is on records the frozen disk under the next seq. The
 // snapshot's config shows that changeId on its disk backing, and so does the VM's
 // current config (until the next snapshot). Recording a state writes one 16-byte hash
-// (two seeded 64-bit maphash values; all zero for a hole or an all-zero block) per 64 KiB block of the
+// (the first 16 bytes of its SHA-256; all zero for a hole or an all-zero block) per 64 KiB block of the
 // disk to a file in the CBT directory (-cbt-dir); files are never changed afterwards.
 //
 // QueryChangedDiskAreas(snapshot, deviceKey, startOffset, changeId) compares the
@@ -39,11 +39,10 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/binary"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"net/http"
 	"os"
@@ -87,11 +86,6 @@ var cbt = struct {
 	queries   int
 	vms       map[types.ManagedObjectReference]map[int32]*diskTrack
 }{pageLimit: 64, dropArea: -1, vms: map[types.ManagedObjectReference]map[int32]*diskTrack{}}
-
-// seeds of the block hash: two 64-bit maphash (AES-based, several GB/s) values per
-// block. Seeded per process, which is enough: the recorded hashes live as long as the
-// process (like the datastore, they are not meant to survive it).
-var seeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
 
 func newEpoch() string {
 	var b [16]byte
@@ -141,8 +135,11 @@ func hashDisk(file string, capacity int64) ([]byte, error) {
 			}
 			if !bytes.Equal(buf, zero) {
 				h := out[blk*cbtHashSize:]
-				binary.LittleEndian.PutUint64(h, maphash.Bytes(seeds[0], buf)|1)
-				binary.LittleEndian.PutUint64(h[8:], maphash.Bytes(seeds[1], buf))
+				// SHA-256 (not a per-process seeded hash): recorded hashes outlive
+				// the process when the inventory is persistent (-state-dir)
+				sum := sha256.Sum256(buf)
+				copy(h, sum[:cbtHashSize])
+				h[0] |= 1 // never the zero hash of an empty block
 			}
 		}
 		if last+1 > next {

@@ -65,9 +65,12 @@ var faults = &faultSet{
 
 func (s *faultSet) add(r *Rule) error {
 	switch r.Kind {
-	case "task", "soap", "http", "drop", "drop_after", "delay", "expire", "hold", "restart":
+	case "task", "soap", "http", "drop", "drop_after", "delay", "expire", "hold", "restart", "crash":
 	default:
-		return fmt.Errorf("unknown kind %q (task|soap|http|drop|drop_after|delay|expire|hold|restart)", r.Kind)
+		return fmt.Errorf("unknown kind %q (task|soap|http|drop|drop_after|delay|expire|hold|restart|crash)", r.Kind)
+	}
+	if r.Kind == "crash" && persist.dir == "" {
+		return fmt.Errorf("crash needs a persistent inventory (-state-dir)")
 	}
 	if r.Kind == "restart" && r.Ms <= 0 {
 		return fmt.Errorf("restart needs ms > 0 (how long the service is down)")
@@ -85,7 +88,7 @@ func (s *faultSet) add(r *Rule) error {
 			return fmt.Errorf("kind %s needs a SOAP method, not a path", r.Kind)
 		}
 	}
-	if (r.Kind == "expire" || r.Kind == "restart") && r.Path == "" && r.Bytes > 0 {
+	if (r.Kind == "expire" || r.Kind == "restart" || r.Kind == "crash") && r.Path == "" && r.Bytes > 0 {
 		return fmt.Errorf("expire after bytes applies to datastore (path) requests")
 	}
 	if r.Kind == "drop_after" && r.Path == "" {
@@ -122,7 +125,7 @@ func (s *faultSet) match(method, path, verb string) *Rule {
 		if r.Count > 0 && r.Hits >= r.Count {
 			continue
 		}
-		if (r.Kind == "expire" || r.Kind == "restart") && r.Bytes > 0 {
+		if (r.Kind == "expire" || r.Kind == "restart" || r.Kind == "crash") && r.Bytes > 0 {
 			continue // fired by the bytes it counts (countBytes), not by a request
 		}
 		if method != "" {
@@ -204,6 +207,8 @@ func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		serveCBT(w, r)
 	case r.URL.Path == "/_session":
 		serveSession(w, r)
+	case r.URL.Path == "/_state":
+		serveState(w, r)
 	case strings.HasPrefix(r.URL.Path, "/sdk"):
 		f.serveSOAP(w, r)
 	default:
@@ -473,6 +478,8 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 			restartService(time.Duration(rule.Ms) * time.Millisecond)
 			drop(w)
 			return
+		case "crash":
+			crashRestart(rule.Ms)
 		}
 	}
 	if sessions.refused(r, true) {
@@ -500,6 +507,9 @@ func (f *front) serveSOAP(w http.ResponseWriter, r *http.Request) {
 
 	bw := &bufferedWriter{header: w.Header(), real: w}
 	f.next.ServeHTTP(bw, r)
+	if mutating(method) { // kept before the client hears of it, as vCenter's database
+		saveState()
+	}
 	if armed {
 		faults.disarm(this)
 	}
@@ -569,6 +579,8 @@ func (f *front) servePath(w http.ResponseWriter, r *http.Request) {
 			restartService(time.Duration(rule.Ms) * time.Millisecond)
 			drop(w)
 			return
+		case "crash":
+			crashRestart(rule.Ms)
 		}
 	}
 	if strings.HasPrefix(r.URL.Path, "/folder") && sessions.refused(r, false) {

@@ -6,7 +6,8 @@
 // (/_fault), a datastore free-space override (/_datastore), guest file operations on
 // the VM's ext4 disk image (guest.go), a guest heartbeat for VMs that boot from such a
 // disk (heartbeat.go), NFS datastores of a local export (nas.go), Storage vMotion that
-// copies the disks (relocate.go), and workarounds for three
+// copies the disks (relocate.go), an inventory kept across restarts of the process
+// (-state-dir, persist.go; fault kind "crash", restart.go), and workarounds for three
 // server bugs that break pyVmomi >= 8 (see /work/shared/notes/vcsim.md).
 //
 // Output on stdout, one KEY=VALUE per line, READY last:
@@ -27,6 +28,7 @@ import (
 	"os/signal"
 	"sort"
 	"syscall"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -58,6 +60,9 @@ func main() {
 	sanHost := flag.String("san-host", "", "the array's name for this simulator's hosts")
 	sanUser := flag.String("san-user", "admin", "SAN data path user (password from $DPFLOW_VCSIM_SAN_PASSWORD)")
 	sanCA := flag.String("san-ca", "", "PEM CA that signed the array's certificate")
+	stateDir := flag.String("state-dir", "", "keep the inventory in this directory and restore it on start (see persist.go)")
+	generation := flag.Int("generation", 0, "how many times this simulator was restarted by a crash fault (set by the restart itself)")
+	startDelay := flag.Int("start-delay", 0, "milliseconds to wait before listening (a restart's downtime)")
 	flag.Parse()
 
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
@@ -115,6 +120,22 @@ func main() {
 		log.Fatalf("creating model: %s", err)
 	}
 
+	if *esx {
+		dropStaleDatastores()
+	}
+	restored := false
+	if *stateDir != "" {
+		if err := os.MkdirAll(*stateDir, 0700); err != nil {
+			log.Fatalf("-state-dir: %s", err)
+		}
+		var err error
+		if restored, err = restoreState(*stateDir); err != nil {
+			log.Fatalf("restoring the inventory from %s: %s", *stateDir, err)
+		}
+		persist.dir = *stateDir
+		restart.generation = *generation
+	}
+
 	listen := &url.URL{Host: *addr}
 	if *username != "" || *password != "" {
 		listen.User = url.UserPassword(*username, *password)
@@ -133,9 +154,6 @@ func main() {
 		model.Service.TLS = cfg
 	}
 
-	if *esx {
-		dropStaleDatastores()
-	}
 	installPropertyCollectorFix()
 	installTaskHook()
 	guestCfg.user, guestCfg.password = *guestUser, *guestPassword
@@ -150,9 +168,16 @@ func main() {
 		}
 	}
 	for _, obj := range simulator.Map.All("VirtualMachine") {
+		if restored { // their files are there (delta descriptors included)
+			break
+		}
 		if fault := ensureDiskFiles(obj.(*simulator.VirtualMachine)); fault != nil {
 			log.Printf("sizing disks of %s: %#v", obj.Reference(), fault)
 		}
+	}
+	saveState()
+	if *startDelay > 0 {
+		time.Sleep(time.Duration(*startDelay) * time.Millisecond)
 	}
 
 	server := model.Service.NewServer()
@@ -162,6 +187,7 @@ func main() {
 
 	u := *server.URL
 	u.User = nil
+	restart.addr = u.Host
 	fmt.Printf("DPFLOW_VCSIM_URL=%s\n", u.String())
 	for _, d := range datastores() {
 		fmt.Printf("DPFLOW_VCSIM_DATASTORE=%s=%s\n", d.Name, d.Info.GetDatastoreInfo().Url)
@@ -171,6 +197,10 @@ func main() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
+	if persist.dir != "" { // the inventory stays for the next start, with its datastores
+		saveState()
+		os.Exit(0)
+	}
 	// Do not wait for open connections (a WaitForUpdates could hang forever):
 	// remove the datastore directories and leave.
 	model.Remove()

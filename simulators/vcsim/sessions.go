@@ -12,8 +12,8 @@ package main
 //
 // A service restart (fault kind "restart", "ms": downtime) ends every session and drops
 // every client request for ms, as vCenter's service does while it restarts; the process,
-// its inventory and the datastore files stay (a restart of the simulator process itself
-// would lose the inventory: vcsim keeps it in memory only).
+// its inventory and the datastore files stay. A restart of the process itself is the
+// fault kind "crash" (restart.go), which needs the persistent inventory (persist.go).
 //
 // Triggers: POST /_session {"expire": "all"} now; a fault rule of kind "expire" on a
 // SOAP method (the call meets an expired session); a rule of kind "expire" on a path
@@ -154,7 +154,7 @@ func (s *faultSet) byteRules(path, verb string) []int {
 	defer s.mu.Unlock()
 	var ids []int
 	for _, r := range s.rules {
-		if (r.Kind != "expire" && r.Kind != "restart") || r.re == nil || r.Bytes <= 0 || (r.Count > 0 && r.Hits >= r.Count) {
+		if (r.Kind != "expire" && r.Kind != "restart" && r.Kind != "crash") || r.re == nil || r.Bytes <= 0 || (r.Count > 0 && r.Hits >= r.Count) {
 			continue
 		}
 		if r.re.MatchString(path) && (r.Verb == "" || strings.EqualFold(r.Verb, verb)) {
@@ -167,7 +167,7 @@ func (s *faultSet) byteRules(path, verb string) []int {
 // countBytes adds n sent bytes to the rules ids; every rule whose budget is spent
 // fires (a hit) and all sessions expire.
 func (s *faultSet) countBytes(ids []int, n int64) {
-	expire, restart := false, time.Duration(0)
+	expire, restart, crash := false, time.Duration(0), -1
 	s.mu.Lock()
 	for _, r := range s.rules {
 		for _, id := range ids {
@@ -178,7 +178,9 @@ func (s *faultSet) countBytes(ids []int, n int64) {
 			if r.seen >= r.Bytes {
 				r.seen = 0
 				r.Hits++
-				if r.Kind == "restart" {
+				if r.Kind == "crash" {
+					crash = r.Ms
+				} else if r.Kind == "restart" {
 					restart = time.Duration(r.Ms) * time.Millisecond
 				} else {
 					expire = true
@@ -187,6 +189,9 @@ func (s *faultSet) countBytes(ids []int, n int64) {
 		}
 	}
 	s.mu.Unlock()
+	if crash >= 0 {
+		crashRestart(crash)
+	}
 	if restart > 0 {
 		restartService(restart)
 	} else if expire {

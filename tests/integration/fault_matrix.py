@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Kind = Literal["transient", "permanent"]
+MIB = 1 << 20
 SEED_ENV, FULL_ENV, BUDGET_ENV = "DPFLOW_FAULT_SEED", "DPFLOW_CAMPAIGN", "DPFLOW_FAULT_BUDGET_S"
 
 
@@ -68,10 +69,15 @@ def soap_faults(method: str, *, lost: bool = True) -> dict[Kind, list[Injection]
 
 
 def datastore_faults(verb: str, path: str = r"-flat\.vmdk$") -> dict[Kind, list[Injection]]:
-    """A datastore (or guest) HTTP transfer: 503s or a cut connection heal; 404/403 do not."""
+    """A datastore (or guest) HTTP transfer: 503s, a cut connection or, for a disk read, the
+    vCenter process killed and started again mid-transfer (its inventory kept, its
+    sessions lost) heal; 404/403 do not."""
+    restart = [vc("vCenter restarted", path=path, verb=verb, kind="crash", bytes=2 * MIB,
+                  ms=500, count=1)] if verb == "GET" and path.endswith("vmdk$") else []
     return {"transient": [vc("HTTP 503 x2", path=path, verb=verb, kind="http", status=503,
                              count=2),
-                          vc("connection dropped", path=path, verb=verb, kind="drop", count=1)],
+                          vc("connection dropped", path=path, verb=verb, kind="drop", count=1),
+                          *restart],
             "permanent": [vc("HTTP 404", path=path, verb=verb, kind="http", status=404, count=0),
                           vc("HTTP 403", path=path, verb=verb, kind="http", status=403,
                              count=0)]}

@@ -80,6 +80,9 @@ class Rig:
 
     def inject(self, inj: Injection) -> dict[str, Any] | None:
         rule = inj.kwargs()
+        if inj.sim == "vc" and rule["kind"] == "crash":  # the rule dies with the process
+            return {**dict(self.vcsim.set_fault(**rule)),
+                    "generation": self.vcsim.state()["generation"]}
         if inj.sim == "vc":
             return dict(self.vcsim.set_fault(**rule))
         op = rule.pop("op")
@@ -88,6 +91,9 @@ class Rig:
 
     def fired(self, inj: Injection, rule: dict[str, Any] | None) -> int:
         """How often the simulator applied the fault (its own counter)."""
+        if inj.sim == "vc" and inj.kwargs()["kind"] == "crash":
+            assert rule is not None
+            return int(self.vcsim.state()["generation"] - rule["generation"])
         if inj.sim == "vc":
             assert rule is not None
             return sum(r["hits"] for r in self.vcsim.faults() if r["id"] == rule["id"])

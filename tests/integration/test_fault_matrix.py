@@ -31,7 +31,8 @@ from dpflow.catalog_refs import catalog_refs, catalogued_in_store
 from dpflow.store.maintenance import verify
 from simulators.eva.process import EvaServer
 from simulators.guest_disks import MiB, make_guest_disk
-from tests.integration.fault_matrix import Case, campaign
+from simulators.vcsim import Vcsim
+from tests.integration.fault_matrix import Case, all_cases, campaign
 from tests.integration.fault_rig import (
     GUEST_PW,
     HOSTS,
@@ -145,6 +146,14 @@ def settle(check, seconds: float = 12.0) -> None:  # noqa: ANN001 - a no-argumen
 
 
 @pytest.fixture(scope="module")
+def vcsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vcsim]:
+    """The matrix's own vCenter, with a persistent inventory: one of its faults kills the
+    process and starts it again mid-backup."""
+    with Vcsim(work_dir=tmp_path_factory.mktemp("vcsim-fm"), persist=True) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
 def rig(vcsim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     root = tmp_path_factory.mktemp("fault-matrix")
     with EvaServer.start(root / "eva", pools={POOL: 256 * MiB}, hosts=HOSTS) as eva, \
@@ -203,3 +212,33 @@ def test_fault(rig: Rig, case: Case) -> None:
     if expected == 0:
         rig.check_data(case, name)
     rig.tidy(case, name)
+
+
+RESTART_CASE = "image-backup/read_disk/transient/vCenter_restarted"
+
+
+def test_vcenter_restart_mid_backup(rig: Rig) -> None:
+    """The vCenter process killed and started again (its inventory kept, its sessions and
+    tasks lost) while a backup reads the VM's disk: the backup logs in again and finishes;
+    no dpflow snapshot is left, the next backup runs clean, the store and catalog agree,
+    and the version restores bit for bit. Always run (the matrix samples it too)."""
+    case = next(c for c in all_cases() if str(c) == RESTART_CASE)
+    rig.clear()
+    rule = rig.inject(case.injection)
+    code, out, vm, _ = run(rig, case)
+    assert rig.fired(case.injection, rule) == 1, f"the vCenter never restarted:\n{out}"
+    assert code == 0, out
+    assert last_session(rig, case, vm).status == "completed"
+    assert_nothing_left(rig)
+    code, again = rig.cli(case, "backup", "vm", vm)  # the next run
+    assert code == 0, again
+    assert_nothing_left(rig)
+    assert_store_sound(rig)
+    first = rig.catalog().versions(vm)[0].id
+    target = f"fm-r-{uuid.uuid4().hex[:8]}"
+    code, out = rig.cli(case, "restore", "vm", vm, "--version", first, "--as", target)
+    assert code == 0, out
+    source = rig.vcsim.read_current_disk(vm, 0).read_bytes()  # no guest wrote since
+    assert rig.vcsim.read_current_disk(target, 0).read_bytes() == source
+    rig.destroy(target)
+    rig.destroy(vm)
