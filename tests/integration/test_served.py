@@ -25,21 +25,32 @@ from tests.integration.served import (
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
 
 
+def lab_env(vcsim) -> dict[str, str]:
+    """The served process's environment, with the restore tests' proof key and guest
+    password."""
+    from tests.integration.test_restore_proofs import KEY
+
+    return dict(child_env(vcsim), DPFLOW_TEST_PROOF_KEY=KEY,
+                DPFLOW_TEST_GUEST_PASSWORD=vcsim.guest_password)
+
+
 @pytest.fixture(scope="module")
 def site(vcsim, prefect_server, tmp_path_factory):
     """A registered data centre, one VM, and its deployments served (nightly: every minute)."""
     tmp = tmp_path_factory.mktemp("served")
     name = unique("dc")
-    datacentre.register(write_dc(tmp / "dc.yaml", vcsim), name)
+    datacentre.register(write_dc(tmp / "dc.yaml", vcsim, restore_tests={
+        "proof_key": {"env": "DPFLOW_TEST_PROOF_KEY"},
+        "guest_password": {"env": "DPFLOW_TEST_GUEST_PASSWORD"}}), name)
     vm = unique("nightly")
     vcsim.create_vm(vm, [4 * MiB])
     vcsim.seed_disk(vm, 0, bytes(range(256)) * (4 * MiB // 256))
     served = Served(["--dc", name, "--vms", vm, "--backup-cron", "* * * * *",
-                     "--retry-after-s", "0"], child_env(vcsim), tmp / "serve.log")
+                     "--retry-after-s", "0"], lab_env(vcsim), tmp / "serve.log")
     try:
         deps = {d: served.wait_deployment(d, name) for d in (
             "backup-vms/nightly-image-backup", "backup-vm-image/vm-image-backup",
-            "backup-vm-image/full-backup-after-damage")}
+            "backup-vm-image/full-backup-after-damage", "verify-restore/restore-test")}
         yield {"dc": name, "vm": vm, "deps": deps, "served": served}
     finally:
         served.stop()
@@ -90,6 +101,37 @@ def test_verify_damage_event_starts_a_full_backup(site):
     cat = environment(site["dc"]).catalog()
     made = [v for v in cat.versions(vm) if cat.get_session(v.session_id).flow_run_id == str(run.id)]
     assert len(made) == 1 and "full" in made[0].note.split("; ")  # not a CBT incremental
+
+
+def test_a_tagged_backup_starts_a_restore_test_that_proves_its_version(site, vcsim, tmp_path,
+                                                                       monkeypatch):
+    """A backup run tagged dpflow-restore-test ends with dpflow.backup.completed; the
+    automation of the restore-test deployment starts a restore test of that VM, whose
+    passed proof of the new version lands in the catalog."""
+    from prefect import tags
+
+    from deployments.serve import PROOF_TAG
+    from dpflow.catalog_proofs import proofs
+    from flows.vm_image import backup_vm_image
+    from simulators.guest_disks import make_guest_disk
+
+    for k, v in lab_env(vcsim).items():
+        if k.startswith("DPFLOW_TEST_"):
+            monkeypatch.setenv(k, v)
+    vm = unique("proved")
+    vcsim.create_vm(vm, [12 * MiB])
+    make_guest_disk(tmp_path / "disk.img", 12 * MiB, seed=5)
+    vcsim.seed_disk(vm, 0, tmp_path / "disk.img")
+    with tags(PROOF_TAG):
+        b = backup_vm_image(site["dc"], vm)
+    poll(lambda: any(e["event"] == "dpflow.backup.completed" and any(
+        r["prefect.resource.id"] == f"prefect.tag.{PROOF_TAG}" for r in e["related"])
+        for e in events("dpflow.backup.completed", f"dpflow.vm.{vm}")), 60)
+    dep = site["deps"]["verify-restore/restore-test"]
+    run = poll(_completed(dep, vm=vm), 180, site["served"].alive, every_s=2)
+    assert run.parameters == {"dc": site["dc"], "vm": vm}
+    (proof,) = proofs(environment(site["dc"]).catalog(), vm)
+    assert proof.outcome == "passed" and proof.version_id == b.version_id
 
 
 def test_unknown_data_centre_is_refused_at_deploy_time(tmp_path: Path):
