@@ -205,3 +205,29 @@ def test_bad_input_is_one_line_and_exit_2(vcsim, dc_config, monkeypatch):
     assert_one_line(*run("proof", "verify", "nosuchproof", "-c", str(cfg)),
                     "unknown proof 'nosuchproof'")
     assert vm_names(vcsim) == before
+
+
+def test_verify_restores_tests_each_vm_of_a_list_with_one_proof_each(vcsim, dc_config, tmp_path,
+                                                                      monkeypatch):
+    """Two VMs in one run: a good one proves, a damaged one fails with its chunk named,
+    and the run goes on past it; one proof each in the catalog; a list over the limit is
+    refused before anything runs."""
+    from dpflow.catalog_proofs import proofs
+    from dpflow.errors import UserError
+    from flows.restore_test import verify_restores
+
+    good, good_version, _ = backed_up_vm(vcsim, dc_config, tmp_path)
+    bad, bad_version, _ = backed_up_vm(vcsim, dc_config, tmp_path)
+    cfg = lab_config(dc_config, monkeypatch, vcsim, max_vms=2)
+    cid = damage_a_chunk(cfg, bad_version)
+    with pytest.raises(UserError, match="3 VMs asked, restore_tests.max_vms is 2"):
+        verify_restores([good, bad, good], str(cfg))
+    out = verify_restores([bad, good], str(cfg))
+    assert [o["vm"] for o in out] == [bad, good]
+    assert out[0]["status"] == "failed" and cid in out[0]["message"], out[0]
+    assert out[1]["status"] == "passed" and out[1]["version_id"] == good_version, out[1]
+    catalog = environment(cfg).catalog()
+    (p_bad,), (p_good,) = proofs(catalog, bad), proofs(catalog, good)
+    assert (p_bad.outcome, p_bad.version_id) == ("failed", bad_version)
+    assert (p_good.outcome, p_good.id) == ("passed", out[1]["proof_id"])
+    assert not vcsim.vm_exists(out[1]["test_vm"])
