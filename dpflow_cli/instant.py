@@ -25,6 +25,9 @@ def instant_recover(vm: Annotated[str | None, typer.Argument(help="VM whose vers
                     datastore: Annotated[str | None, typer.Option(
                         help="--migrate: the production datastore (default: the VM's own)"
                         )] = None,
+                    network: Annotated[str | None, typer.Option(
+                        help="the network for its NICs (default: the isolated network of "
+                        "the restore tests)")] = None,
                     status: Annotated[bool, typer.Option(
                         "--status", help="show every instant recovery and whether its store "
                         "can be read")] = False,
@@ -80,7 +83,11 @@ def instant_recover(vm: Annotated[str | None, typer.Argument(help="VM whose vers
         name = as_name or f"{vm}-instant"
         if env.hypervisor(env.dc.vcenters[0].name).vm_exists(name):
             raise UserError(f"a VM named '{name}' already exists: choose another --as name")
-        return instant_recover_vm(cfg, vm, row.id, as_name)
+        if network:
+            from tasks.instant import check_network
+
+            check_network(env, env.dc.vcenters[0].name, network)
+        return instant_recover_vm(cfg, vm, row.id, as_name, network)
     r = guard(go)
     console.print(f"[green]running[/] {r.name} from version {r.version_id} of {r.vm} "
                   f"({mb(r.disk_bytes)} of disks, nothing copied) on datastore {r.datastore}, "

@@ -38,6 +38,16 @@ T = TypeVar("T")
 log = logging.getLogger("dpflow.drivers.vsphere")
 
 
+def nic_changes(dc: Any, networks: list[str]) -> list[Any]:
+    """Device specs adding one NIC per entry of `networks`, each on that network of `dc`."""
+    nets = {n.name: n for n in dc.network}
+    return [vim.vm.device.VirtualDeviceSpec(
+        operation="add", device=vim.vm.device.VirtualE1000(
+            key=-(100 + i), backing=vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+                deviceName=n, network=nets.get(n))))
+        for i, n in enumerate(networks)]
+
+
 class VSphere(RecoveryOps, Hunter, VcConnection):
     """The Hypervisor Protocol over one vCenter login (renewed when the session ends)."""
 
@@ -375,12 +385,7 @@ class VSphere(RecoveryOps, Hunter, VcConnection):
                             deviceName=network), connectable=vim.vm.device.VirtualDevice
                         .ConnectInfo(startConnected=True, connected=True))))
             else:  # the VM's own NICs, on the networks the spec names
-                nets = {n.name: n for n in dc.network}
-                dev_changes += [vim.vm.device.VirtualDeviceSpec(
-                    operation="add", device=vim.vm.device.VirtualE1000(
-                        key=-(100 + i), backing=vim.vm.device.VirtualEthernetCard
-                        .NetworkBackingInfo(deviceName=n, network=nets.get(n))))
-                    for i, n in enumerate(spec.networks)]
+                dev_changes += nic_changes(dc, spec.networks)
             cfg = vim.vm.ConfigSpec(name=name, numCPUs=spec.num_cpu, memoryMB=spec.memory_mb,
                                     guestId=spec.guest_id, deviceChange=dev_changes,
                                     annotation=marker or None,

@@ -5,8 +5,9 @@ mount_nfs asks the host to mount remoteHost:remotePath as datastore `name`
 (HostDatastoreSystem.CreateNasDatastore); unmount_nfs removes it again (RemoveDatastore,
 refused while a VM uses it). register_vm creates a VM from a saved configuration whose
 disks are the given existing files (no file operation: nothing is created or copied),
-its configuration files on `config_datastore`. relocate moves a running VM's disks to
-another datastore (Storage vMotion). Errors translated as in drivers/vsphere.py.
+its configuration files on `config_datastore`, its NICs on the networks given. relocate
+moves a running VM's disks to another datastore (Storage vMotion). Errors translated as in
+drivers/vsphere.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pyVmomi import vim
 
 from drivers.errors import NotFound
 from drivers.protocols import VmInfo
+from drivers.vsphere import nic_changes
 
 
 class InstantRecovery:
@@ -57,9 +59,16 @@ class InstantRecovery:
                 h.configManager.datastoreSystem.RemoveDatastore(datastore=ds)
         self.hv._call(f"unmount datastore {name} from {host}", go)
 
+    def network_names(self) -> set[str]:
+        """The networks of the datacenter (port groups and distributed port groups)."""
+        return set(self.hv._call("list networks",
+                                 lambda: [n.name for n in self.hv._datacenter().network]))
+
     def register_vm(self, spec: VmInfo, name: str, marker: str, host: str,
-                    disk_files: list[str], config_datastore: str) -> VmInfo:
-        """A VM with the spec's hardware whose disks are the existing `disk_files`."""
+                    disk_files: list[str], config_datastore: str,
+                    networks: list[str] | None = None) -> VmInfo:
+        """A VM with the spec's hardware whose disks are the existing `disk_files`, one NIC
+        per entry of `networks` on that network."""
         def go() -> VmInfo:
             dc = self.hv._datacenter()
             h = self._host(host)
@@ -75,6 +84,7 @@ class InstantRecovery:
                         capacityInBytes=d.capacity_bytes,
                         backing=vim.vm.device.VirtualDisk.FlatVer2BackingInfo(
                             fileName=f, diskMode="persistent", thinProvisioned=True))))
+            devs += nic_changes(dc, networks or [])
             cfg = vim.vm.ConfigSpec(name=name, numCPUs=spec.num_cpu, memoryMB=spec.memory_mb,
                                     guestId=spec.guest_id, deviceChange=devs,
                                     annotation=marker or None,

@@ -3,7 +3,8 @@
 instant_recover_vm: the version is published by a dpflow server process as a file
 system (chunks read lazily and decrypted on demand, writes to an overlay, the store never
 written: dpflow.published), mounted on an ESX host as an NFS datastore, the VM registered
-from its saved configuration on those disks and powered on: seconds, whatever the size,
+from its saved configuration on those disks (its NICs on the network the user names, by
+default the restore tests' isolated one) and powered on: seconds, whatever the size,
 since nothing is copied first. Every piece is undone if a later one fails.
 abort_instant_recovery: the VM destroyed, the datastore unmounted, the server stopped,
 the overlay dropped: nothing left, production and the store untouched.
@@ -28,6 +29,7 @@ from drivers.protocols import VmInfo
 from flows.vm_image import plan_restore
 from tasks.instant import (
     InstantState,
+    check_network,
     check_room,
     check_store,
     check_tools,
@@ -57,7 +59,8 @@ class InstantResult(BaseModel):
 
 @flow(name="instant-recover-vm", log_prints=True)
 def instant_recover_vm(dc: str, vm: str, version: str | None = None,
-                       as_name: str | None = None) -> InstantResult:
+                       as_name: str | None = None, network: str | None = None
+                       ) -> InstantResult:
     """Run a VM from its version in the store at once (Instant VM Recovery).
 
     Args:
@@ -65,6 +68,8 @@ def instant_recover_vm(dc: str, vm: str, version: str | None = None,
         vm: the VM whose version to run
         version: a version id; empty: the latest
         as_name: name of the recovered VM (default: <vm>-instant); must be new
+        network: where its NICs (those of its saved configuration) go; empty: the
+            isolated network of the restore tests (restore_tests.network)
     """
     t0 = time.perf_counter()
     with open_environment(dc) as env:
@@ -75,12 +80,15 @@ def instant_recover_vm(dc: str, vm: str, version: str | None = None,
         name = as_name or f"{vm}-instant"
         if env.hypervisor(vcenter).vm_exists(name) or state_path(name).exists():
             raise UserError(f"a VM named '{name}' already exists: choose another --as name")
+        if network:
+            check_network(env, vcenter, network)
         with session(env, "instant-recover", vm) as s:
             ds = f"dpflow-ivr-{s.id[:8]}"
             state = InstantState(name=name, vm=vm, version_id=row.id, session_id=s.id,
                                  vcenter=vcenter, host=prepare_lab(env, vcenter), datastore=ds,
                                  mount=str(state_dir() / "mnt" / ds),
                                  home_datastore=source.datastore,
+                                 network=network or env.dc.restore_tests.network,
                                  overlay=str(state_dir() / "overlay" / ds))
             save(state)
             try:

@@ -310,10 +310,11 @@ class Vcsim:
 
     def create_vm(
         self, name: str, disk_sizes: list[int], power_on: bool = False,
-        datastore: str = DEFAULT_DATASTORE,
+        datastore: str = DEFAULT_DATASTORE, networks: tuple[str, ...] = (),
     ) -> str:
         """Create VM ``name`` with a SCSI controller and one thin disk per size (bytes,
-        multiples of 1 KiB), files created on ``datastore``. Returns the VM's moref."""
+        multiples of 1 KiB), files created on ``datastore``, one NIC per entry of
+        ``networks`` on that network. Returns the VM's moref."""
         content = self.si().RetrieveContent()
         dc = content.rootFolder.childEntity[0]
         pool = next(
@@ -343,6 +344,13 @@ class Vcsim:
                     ),
                 ),
             ))
+        nets = {n.name: n for n in dc.network}
+        changes += [vim.vm.device.VirtualDeviceSpec(
+            operation=vim.vm.device.VirtualDeviceSpec.Operation.add,
+            device=vim.vm.device.VirtualE1000(
+                key=-(300 + i), backing=vim.vm.device.VirtualEthernetCard.NetworkBackingInfo(
+                    deviceName=n, network=nets[n])))
+            for i, n in enumerate(networks)]
         spec = vim.vm.ConfigSpec(
             name=name, memoryMB=64, numCPUs=1, guestId="otherLinux64Guest",
             files=vim.vm.FileInfo(vmPathName=f"[{datastore}]"), deviceChange=changes,

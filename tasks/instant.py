@@ -36,6 +36,7 @@ class InstantState(BaseModel):
     mount: str
     overlay: str
     home_datastore: str = ""  # where the VM's configuration lives, the default migration target
+    network: str = ""  # every NIC of the saved configuration is on this network
     pid: int | None = None
     mounted: bool = False
     vm_moref: str | None = None
@@ -96,7 +97,17 @@ def mount(env: Environment, state: InstantState) -> None:
 def register(env: Environment, state: InstantState, source: VmInfo, marker: str) -> VmInfo:
     files = [f"[{state.datastore}] {source.name}/disk{i}.vmdk" for i in range(len(source.disks))]
     return InstantRecovery(env.hypervisor(state.vcenter)).register_vm(
-        source, state.name, marker, state.host, files, source.datastore)
+        source, state.name, marker, state.host, files, source.datastore,
+        [state.network] * len(source.networks))
+
+
+def check_network(env: Environment, vcenter: str, network: str) -> None:
+    """UserError (nothing started) when the network the user named does not exist."""
+    known = InstantRecovery(env.hypervisor(vcenter)).network_names()
+    if network not in known:
+        raise UserError(f"no network '{network}' on vCenter {vcenter} (there: "
+                        f"{', '.join(sorted(known))}): name one of them with --network, or "
+                        f"leave it out for the isolated network")
 
 
 @step(name="migrate VM to production datastore", retries=0)

@@ -46,7 +46,7 @@ def four_gib_vm(vcsim, cfg: Path, tmp_path: Path) -> tuple[str, str, bytes]:
     from simulators.guest_disks import make_ext4
 
     name, data = f"iv4-{uuid.uuid4().hex[:8]}", os.urandom(1 << 20)
-    vcsim.create_vm(name, [4 << 30])
+    vcsim.create_vm(name, [4 << 30], networks=("VM Network", "VM Network"))
     img = tmp_path / f"{name}.img"
     make_ext4(img, 12 << 20, {"etc/hostname": f"{name}\n".encode(), "srv/data.bin": data})
     os.truncate(img, 4 << 30)
@@ -80,7 +80,10 @@ def datastores(vcsim) -> set[str]:
 def test_a_4gib_version_runs_at_once_its_guest_reads_a_file_and_abort_leaves_nothing(
         vcsim, dc_config, tmp_path, monkeypatch):
     """A 4 GiB version (12 MiB of it written) runs from the store: the guest reads a file
-    of it with the right bytes, though the store gave only the chunks read."""
+    of it with the right bytes; its saved NICs are on the isolated network (a network
+    that does not exist is refused)."""
+    from dpflow.errors import UserError
+    from drivers.vsphere_lab import IsolatedLab
     from flows.instant import instant_recover_vm
     from tasks.instant import load, state_path, take_down
 
@@ -91,6 +94,12 @@ def test_a_4gib_version_runs_at_once_its_guest_reads_a_file_and_abort_leaves_not
     try:
         assert r.disk_bytes == 4 << 30
         assert guest_read(vcsim, r.name, "/srv/data.bin") == data
+        env = environment(cfg)
+        lab, hv = IsolatedLab(env.hypervisor("vcsim")), env.hypervisor("vcsim")
+        assert lab.networks(hv.find_vm(name)) == ["VM Network"] * 2  # the saved NICs...
+        assert lab.networks(hv.find_vm(r.name)) == [env.dc.restore_tests.network] * 2  # isolated
+        with pytest.raises(UserError, match="no network 'no-such-net'"):
+            instant_recover_vm(str(cfg), name, as_name=f"{name}-net", network="no-such-net")
         check_running_then_abort(vcsim, cfg, tmp_path, name, version, r)
     finally:
         if state_path(r.name).exists():  # a failed check above: take it down anyway
@@ -172,13 +181,14 @@ def test_migration_under_guest_writes_ends_bit_for_bit_equal_to_the_overlay(
     from flows.instant import instant_recover_vm, migrate_instant_recovery
     from tasks.instant import load, state_path, take_down
 
-    name, _, _ = backed_up_vm(vcsim, dc_config, tmp_path)
+    name, _, _ = backed_up_vm(vcsim, dc_config, tmp_path, networks=("VM Network",))
     version_img = tmp_path / f"{name}.img"
     cfg = lab_config(dc_config, monkeypatch, vcsim)
     before = packs_digest(cfg)
-    r = instant_recover_vm(str(cfg), name, as_name=f"{name}-mig")
+    r = instant_recover_vm(str(cfg), name, as_name=f"{name}-mig", network="VM Network")
     state = load(r.name)
     try:
+        assert environment(cfg).hypervisor("vcsim").find_vm(r.name).networks == ["VM Network"]
         vcsim.set_datastore_free(1 << 20)
         with pytest.raises(UserError, match="nothing was started"):
             migrate_instant_recovery(str(cfg), r.name)

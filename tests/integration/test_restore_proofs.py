@@ -38,13 +38,14 @@ def lab_config(cfg: Path, monkeypatch: pytest.MonkeyPatch, vcsim, **tests) -> Pa
     return cfg
 
 
-def backed_up_vm(vcsim, cfg: Path, tmp_path: Path, blank: bool = False) -> tuple[str, str, bytes]:
-    """A VM with an ext4 guest disk (or random bytes only), backed up; (name, version,
-    the guest's /etc/hostname)."""
+def backed_up_vm(vcsim, cfg: Path, tmp_path: Path, blank: bool = False,
+                 networks: tuple[str, ...] = ()) -> tuple[str, str, bytes]:
+    """A VM with an ext4 guest disk (or random bytes only), and NICs on `networks`, backed
+    up; (name, version, the guest's /etc/hostname)."""
     from flows.vm_image import backup_vm_image
 
     name = f"pv-{uuid.uuid4().hex[:8]}"
-    vcsim.create_vm(name, [12 * MiB])
+    vcsim.create_vm(name, [12 * MiB], networks=networks)
     img = tmp_path / f"{name}.img"
     if blank:
         img.write_bytes(b"\x5a" * (12 * MiB))
