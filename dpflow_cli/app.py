@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from dpflow.errors import DpflowError, UserError
+from dpflow.errors import DpflowError, TransientError, UserError
 from dpflow.prefect_server import quiet_console, quiet_defaults
 
 # before anything imports Prefect: the CLI prints its own one-line summaries; full run
@@ -63,6 +63,25 @@ def guard(fn: Callable[[], T]) -> T:
         raise typer.Exit(EXIT_FAILED) from None
 
 
+PREFLIGHT_ATTEMPTS, PREFLIGHT_DELAY_S = 3, 1.0  # as a task step's: 2 retries, 1 s apart
+
+
+def preflight(fn: Callable[[], T]) -> T:
+    """A pre-flight call (a login check, a lookup) retried like a task step: a transient
+    fault is tried again, at most PREFLIGHT_ATTEMPTS times in all; anything else at once."""
+    import time
+
+    for attempt in range(1, PREFLIGHT_ATTEMPTS + 1):
+        try:
+            return fn()
+        except TransientError as exc:
+            if attempt == PREFLIGHT_ATTEMPTS:
+                raise
+            err.print(f"[yellow]retrying:[/] {exc}", highlight=False, soft_wrap=True)
+            time.sleep(PREFLIGHT_DELAY_S * attempt)
+    raise AssertionError("unreachable")
+
+
 def prepare(config: Path, *, touch_vcenter: bool = True) -> str:
     """Validate the config and the vCenters, start/find the Prefect server; returns config.
 
@@ -70,13 +89,16 @@ def prepare(config: Path, *, touch_vcenter: bool = True) -> str:
     its login is never kept for the flow (which opens the environment again)."""
     from dpflow import prefect_server
 
-    def go() -> str:
+    def check() -> None:
         from dpflow.environment import open_environment
 
         with open_environment(config) as env:
             if touch_vcenter:
                 for vc in env.dc.vcenters:
                     env.hypervisor(vc.name).check()
+
+    def go() -> str:
+        preflight(check)
         prefect_server.ensure_server()
         return str(config.resolve())
     return guard(go)

@@ -22,6 +22,7 @@ from dpflow_cli.app import (
     exit_for,
     guard,
     mb,
+    preflight,
     prepare,
     restore_app,
 )
@@ -56,7 +57,7 @@ def backup_files(
         from dpflow.environment import environment
         from flows.vm_files import backup_vm_files
 
-        environment(cfg).locate_vm(vm)  # unknown VM: one line before any snapshot
+        preflight(lambda: environment(cfg).locate_vm(vm))  # unknown VM: one line, no snapshot
         return backup_vm_files(cfg, vm, level, include, exclude, store, full_if_needed)
     r = guard(go)
     vols = ", ".join(f"{v['name']}={v['fs_type'] or 'unreadable'}" for v in r.volumes)

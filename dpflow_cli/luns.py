@@ -14,6 +14,7 @@ from dpflow_cli.app import (
     app,
     console,
     guard,
+    preflight,
     prepare,
     restore_app,
 )
@@ -45,8 +46,8 @@ def replicate(group: Annotated[str, typer.Argument(help="LUN group (the catalogu
         from flows.luns import replicate_luns
 
         drv = environment(cfg).array(plan.array)
-        drv.check()
-        known = {v.name for v in drv.list_vdisks()}
+        preflight(drv.check)
+        known = {v.name for v in preflight(drv.list_vdisks)}
         missing = [n for n in plan.luns if n not in known]
         if missing:  # one line before any replica is made
             raise UserError(f"unknown LUN(s) {', '.join(missing)} on array {plan.array}")

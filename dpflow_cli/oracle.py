@@ -10,7 +10,16 @@ import typer
 from rich.table import Table
 
 from dpflow.errors import UserError
-from dpflow_cli.app import DEFAULT_CONFIG, ConfigOpt, app, backup_app, console, guard, prepare
+from dpflow_cli.app import (
+    DEFAULT_CONFIG,
+    ConfigOpt,
+    app,
+    backup_app,
+    console,
+    guard,
+    preflight,
+    prepare,
+)
 
 recover_app = typer.Typer(help="Recover applications to a point in time.",
                           no_args_is_help=True)
@@ -40,7 +49,7 @@ def backup_oracle(db: Annotated[str, typer.Argument(help="database name (config 
         from dpflow.environment import environment
         from flows.oracle import backup_oracle_zdb
 
-        environment(cfg).database(db).check()  # login and name: one line, before the array
+        preflight(environment(cfg).database(db).check)  # login and name: one line, before the array
         return backup_oracle_zdb(cfg, db, kind, keep, policy, to_media=to_media)
     r = guard(go)
     console.print(f"[green]backed up[/] {r.database}: {r.kind} replica {r.replica_set} of "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ from dpflow_cli.app import (
     exit_for,
     guard,
     mb,
+    preflight,
     prepare,
     restore_app,
     with_progress,
@@ -40,7 +42,7 @@ def backup_vm(names: Annotated[list[str], typer.Argument(help="VM names")],
         # unknown store, wrong or missing key: one line, nothing touched
         env.store(store, create=True)
         for n in names:
-            env.locate_vm(n)  # unknown VM: one line before any snapshot is taken
+            preflight(functools.partial(env.locate_vm, n))  # unknown VM: one line, no snapshot
         if len(names) == 1:  # no parent flow run around a single VM's
             return with_progress(lambda: [backup_one(cfg, names[0], store)])
         return with_progress(lambda: backup_vms(cfg, names, store))

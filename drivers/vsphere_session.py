@@ -120,7 +120,14 @@ class VcConnection:
             raise UserError(f"vCenter {self.vc.name}: wrong user or password for "
                             f"'{self.vc.user}' (InvalidLogin); fix the secret it references"
                             ) from exc
-        except (OSError, http.client.HTTPException) as exc:
+        except (http.client.HTTPException, ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+            # it answered (503, a cut connection): the address is right, vCenter is busy
+            # or restarting
+            raise TransientError(f"{where}: login: {exc.__class__.__name__}: {exc}") from exc
+        except OSError as exc:
+            if self.logins:  # reached before: the address is right, vCenter is down now
+                raise TransientError(f"{where} unreachable ({exc.__class__.__name__}: "
+                                     f"{exc}); logging in again later") from exc
             raise UserError(f"{where} unreachable ({exc.__class__.__name__}: {exc}); check "
                             f"host, port and network") from exc
         stub = si._stub

@@ -137,3 +137,26 @@ def test_a_mistyped_store_path_is_one_line_and_creates_nothing(dc_config: Path, 
     assert_one_line(*run("prune", "-c", c), f"no store at {typo}")
     assert not typo.exists()
     assert not vcsim.vm_exists("cli-typo-r")
+
+
+def test_preflight_transient_faults_are_retried(dc_config: Path, vcsim) -> None:
+    """A transient fault in the CLI's pre-flight calls (the login check, the VM lookup) is
+    retried like a task step, not a failed run: here the lookup then says the VM is unknown
+    (exit 2). A fault that stays fails after the bounded attempts (exit 1)."""
+    from dpflow_cli.app import PREFLIGHT_ATTEMPTS
+
+    login = vcsim.set_fault(method="Login", kind="http", status=503, count=1)
+    lookup = vcsim.set_fault(method="CreateContainerView", kind="http", status=503, count=1)
+    try:
+        code, out = run("backup", "vm", "no-such-vm", "-c", str(dc_config))
+        hits = {r["id"]: r["hits"] for r in vcsim.faults()}
+        assert hits[login["id"]] == 1 and hits[lookup["id"]] == 1, (hits, out)
+        assert code == 2 and "unknown VM 'no-such-vm'" in out, out
+        assert out.count("retrying:") == 2 and "Traceback" not in out, out
+        vcsim.clear_faults()
+        stays = vcsim.set_fault(method="Login", kind="http", status=503, count=0)
+        code, out = run("backup", "vm", "no-such-vm", "-c", str(dc_config))
+        hits = {r["id"]: r["hits"] for r in vcsim.faults()}
+        assert code == 1 and hits[stays["id"]] == PREFLIGHT_ATTEMPTS, (hits, out)
+    finally:
+        vcsim.clear_faults()
