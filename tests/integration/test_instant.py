@@ -318,6 +318,7 @@ def test_a_store_lost_under_a_running_recovery_is_told_and_production_untouched(
         assert (vcsim.vm(name).runtime.powerState,
                 hashlib.sha256(prod_disk.read_bytes()).digest()) == prod_before
         away.rename(root)  # back
+        deadline = time.monotonic() + 30
         while "reachable again" not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
