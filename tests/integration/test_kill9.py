@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -18,6 +20,7 @@ from pyVim.task import WaitForTask
 
 from dpflow.environment import environment
 from simulators.guest_disks import MiB
+from tests.integration.kill9_luns import LunRestoreKills, start_eva
 from tests.integration.test_vm_image import disk_bytes
 
 pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]
@@ -107,6 +110,26 @@ def test_kill_minus_nine_at_random_points(vcsim, dc_config, tmp_path):
                                                                           80 * MiB)
 
 
+def side_by_side(*fns: Callable[[], None]) -> list[BaseException]:
+    """Run fns in threads (each in a copy of this context: the test server's Prefect
+    settings go along); the exceptions they raised."""
+    errors: list[BaseException] = []
+
+    def guarded(fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(guarded, fn))
+               for fn in fns]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 def run_cli(cfg: str, *args: str) -> subprocess.Popen:
     """The real `dpflow` command in its own process (killable)."""
     from prefect.settings import PREFECT_API_URL
@@ -135,10 +158,14 @@ def assert_store_sound(cfg: str) -> None:
     assert report.uncatalogued == []
 
 
-def test_kill_minus_nine_of_restore(vcsim, dc_config, tmp_path):
+def test_kill_minus_nine_of_restore(vcsim, dc_config, tmp_path, monkeypatch):
     """`dpflow restore vm` killed while it writes or verifies the new VM's disk: the store
     stays sound; the next restore closes the dead session as aborted and destroys the VM it
-    had half-created (reported); the re-run restore is bit for bit the source."""
+    had half-created (reported); the re-run restore is bit for bit the source. And `dpflow
+    restore luns --detach-hosts` killed in one of its array steps (kill9_luns.py): after
+    the next run nothing is left presented, the hosts' LUNs are where they were, the
+    killed session is closed as aborted and the LUNs are bit for bit the replica's. The
+    two re-runs wait out their killed sessions' leases side by side."""
     from sqlalchemy import select
 
     from dpflow.catalog import ObjectRow, SessionRow
@@ -173,7 +200,21 @@ def test_kill_minus_nine_of_restore(vcsim, dc_config, tmp_path):
     assert_store_sound(cfg)
     assert all(vcsim.vm_exists(t) for t in killed)  # half-created VMs, for now
 
-    rr = restore_vm_image(cfg, vm, version, as_name=f"{vm}-again")
+    with start_eva(tmp_path / "eva") as eva:
+        monkeypatch.setenv("DPFLOW_TEST_EVA_PASSWORD", eva.password)
+        luns = LunRestoreKills(eva, tmp_path / "luns", rng, n, run_cli)
+        try:
+            out: dict[str, Any] = {}
+
+            def rerun_vm() -> None:
+                out["vm"] = restore_vm_image(cfg, vm, version, as_name=f"{vm}-again")
+
+            errors = side_by_side(rerun_vm, luns.rerun)
+            assert errors == [], errors
+            luns.check()
+        finally:
+            luns.close()
+    rr = out["vm"]
     assert rr.verified and disk_bytes(vcsim, f"{vm}-again", 0, 24 * MiB) == source
     assert not any(vcsim.vm_exists(t) for t in killed)  # the reaper destroyed them
     cat = environment(cfg).catalog()
