@@ -126,8 +126,14 @@ NOT_FOUND = vc("HTTP 404 (trigger)", path=r"-flat\.vmdk$", verb="PUT", kind="htt
 HIDE_FAILS = eva("failed (trigger)", op="fail_method", method="HidePaths", rc=4,
                  description="controller failure", count=50)
 
+# property reads (RetrieveProperties) change nothing: a lost answer is asked again, and
+# the first one is the CLI's pre-flight lookup of the VM (retried like a task step)
+READS = {"transient": soap_faults("RetrieveProperties")["transient"],
+         "permanent": []}
+
 PATHS: dict[str, list[Step]] = {
     "image-backup": [
+        Step("look up VM", READS),
         Step("enable change tracking", soap_faults("ReconfigVM_Task", lost=False)),
         Step("create snapshot", soap_faults("CreateSnapshot_Task")),
         Step("read disk", datastore_faults("GET")),
