@@ -122,3 +122,50 @@ def events(name: str, resource_id: str) -> list[dict[str, Any]]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def run_like_a_deployment(dc: str, name: str, form: dict[str, Any]) -> Any:
+    """Run deployment `name` of deployments/serve.py as a worker runs a run started from
+    its UI form, in this process: the form's values checked against the deployment's
+    parameter schema (the UI's check), merged over the deployment's parameters, and the
+    flow loaded from the deployment's entrypoint called with them."""
+    from prefect.flows import load_flow_from_entrypoint
+    from prefect.utilities.schema_tools.validation import validate
+
+    from deployments.serve import build
+
+    dep = next(d for d in build(dc, ["unused"]) if d.name == name)
+    params = {**dep.parameters, **form}
+    schema = dep._parameter_openapi_schema.model_dump(exclude_none=True)
+    validate(params, schema, raise_on_error=True)
+    flow = load_flow_from_entrypoint(f"{ROOT / dep.entrypoint.split(':')[0]}:"
+                                     f"{dep.entrypoint.split(':')[1]}")
+    return flow(**params)
+
+
+def answer_question(flow_name: str, match: dict[str, Any], choose: str,
+                    timeout_s: float = 120) -> list[str]:
+    """Wait for a paused run of `flow_name` whose parameters include `match`, and answer
+    its restore-point question with the offered label that contains `choose`; the labels
+    it offered."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.input.run_input import keyset_from_paused_state
+
+    def paused() -> Any:
+        with get_client(sync_client=True) as c:
+            runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+        return next((r for r in runs if r.state and r.state.is_paused()
+                     and match.items() <= r.parameters.items()), None)
+
+    run = poll(paused, timeout_s)
+    keyset = keyset_from_paused_state(run.state)
+    with get_client(sync_client=True) as c:
+        schema = json.loads(c.read_flow_run_input(run.id, keyset["schema"]))
+        prop = schema["properties"]["restore_point"]
+        labels = list(prop["enum"]) if "enum" in prop else [prop["const"]]  # one choice: const
+        c.resume_flow_run(run.id, run_input={"restore_point": next(
+            label for label in labels if choose in label)})
+    return labels

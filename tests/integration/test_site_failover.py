@@ -212,3 +212,24 @@ def test_site_b_array_failing_mid_failover_then_rerun_continues(
     again = sf.failover_site(cfg, "B", planned=True)
     assert again.ok and again.groups[0].status == "done", again.groups[0].message
     assert s.host("B").read(lun_at(s, "B", "crash-v1"), 0, 4) == b"kept"
+
+
+def test_site_failover_deployment_fails_over_and_back_for_real(
+        sites_ok: TwoSites, tmp_path: Path, prefect_server: None) -> None:
+    """The `site-failover` deployment as the UI form starts it (dry run off): the
+    group's LUNs at B hold A's bytes, then failback brings them home."""
+    from tests.integration.served import run_like_a_deployment
+
+    s = sites_ok
+    cfg, (l1, _) = setup_group(s, tmp_path, "ui")
+    s.host("A").write(l1, 0, b"from the UI form")
+    form = {"site": "B", "action": "planned failover", "dry_run": False, "groups": "ui"}
+    res = run_like_a_deployment(cfg, "site-failover", form)
+    assert not res["dry_run"] and [g["status"] for g in res["groups"]] == ["done"], res
+    assert s.dr_info("B", "ui")["role"] == "source"
+    assert s.host("B").read(lun_at(s, "B", "ui-v1"), 0, 16) == b"from the UI form"
+    s.advance_clock(901)
+    back = run_like_a_deployment(cfg, "site-failover", {**form, "action": "failback",
+                                                        "site": "A"})
+    assert [g["status"] for g in back["groups"]] == ["done"], back
+    assert s.dr_info("A", "ui")["role"] == "source"
