@@ -12,7 +12,12 @@ its session is still open in the catalog while the VM's lock is free: a live bac
 the lock until after it closed its session, and a dead one's lease expires within
 dpflow.locks.LEASE_BOUND_S. The run is then marked Crashed and the VM sent to the next
 pool; its next backup removes the dead run's snapshot and aborts its session (leftovers).
-A run no worker picks up within `wait_s` is cancelled and reported failed.
+A run waiting for a worker in a pool that Prefect reports without a live one (status not
+READY: no worker heartbeat within Prefect's offline bound, ~90 s; or paused) for
+DOWN_GRACE_S on end (a worker that is just starting heartbeats well within it) is
+cancelled and the VM sent to the next pool, rather than waiting out `wait_s`; with no
+pool left the VM fails with one line naming each pool and why. A run that no worker
+finishes within `wait_s` is cancelled and reported failed.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import time
 from typing import cast
 
 from prefect import get_run_logger
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun, WorkPoolStatus
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Crashed
@@ -35,7 +40,8 @@ from dpflow.pools import FLOW, deployment_name, pools
 from flows.vm_image import BackupResult
 
 POLL_S = 1.0  # how often a run's state is read
-OWNER_CHECK_S = 10.0  # how often a running run's lock is asked for
+OWNER_CHECK_S = 10.0  # how often a running run's lock (or a waiting run's pool) is asked for
+DOWN_GRACE_S = 180.0  # a waiting run's pool without a live worker this long: sent on
 
 
 def back_up_on_pools(env: Environment, dc: str, vm: str, store: str | None, attempt: int,
@@ -54,6 +60,24 @@ def back_up_on_pools(env: Environment, dc: str, vm: str, store: str | None, atte
     return BackupResult(vm=vm, status="failed", session_id="", message="; ".join(deaths))
 
 
+def pool_down(client: SyncPrefectClient, pool: str) -> str:
+    """'' when Prefect counts a live worker in the pool (status READY); else why not."""
+    try:
+        wp = client.read_work_pool(pool)
+    except ObjectNotFound:
+        return f"work pool '{pool}' does not exist"
+    if wp.is_paused or wp.status == WorkPoolStatus.PAUSED:
+        return f"work pool '{pool}' is paused (resume it: prefect work-pool resume '{pool}')"
+    if wp.status != WorkPoolStatus.READY:
+        return (f"work pool '{pool}' has no live worker (Prefect: {_status(wp.status)}); "
+                f"start one: prefect worker start --pool '{pool}'")
+    return ""
+
+
+def _status(status: WorkPoolStatus | None) -> str:
+    return status.value if status is not None else "no status"
+
+
 def run_on_pool(catalog: Catalog, dc: str, vm: str, store: str | None, attempt: int,
                 pool: str, wait_s: float) -> tuple[BackupResult | None, str]:
     """(the VM's result, '') or (None, why) when the worker running it died."""
@@ -67,6 +91,7 @@ def run_on_pool(catalog: Catalog, dc: str, vm: str, store: str | None, attempt: 
                         f"`python deployments/pools.py --dc {dc}`") from None
     deadline = time.monotonic() + wait_s
     next_check = time.monotonic() + OWNER_CHECK_S
+    down_since: float | None = None
     with get_client(sync_client=True) as client:
         while True:
             state = client.read_flow_run(run.id).state
@@ -78,6 +103,14 @@ def run_on_pool(catalog: Catalog, dc: str, vm: str, store: str | None, attempt: 
                 if owner_gone(catalog, vm, str(run.id)):
                     why = f"the worker of '{pool}' died during run {run.name}"
                     client.set_flow_run_state(run.id, Crashed(message=why), force=True)
+                    return None, why
+            elif state is not None and state.is_scheduled() and now >= next_check:
+                next_check = now + OWNER_CHECK_S  # not picked up yet: is anyone there?
+                down = pool_down(client, pool)
+                down_since = (down_since or now) if down else None
+                if down_since is not None and now - down_since >= DOWN_GRACE_S:
+                    why = f"{down}; its run {run.name} cancelled before any worker took it"
+                    client.set_flow_run_state(run.id, Cancelled(message=why), force=True)
                     return None, why
             if now > deadline:
                 why = f"no worker of work pool '{pool}' finished it within {wait_s:.0f} s"
