@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from dpflow import config as cfg
@@ -187,8 +189,29 @@ def open_environment(config_path: str | Path) -> Iterator[Environment]:
             env.release_run(run)
 
 
+_unit: ContextVar[str] = ContextVar("dpflow_unit_of_work", default="")
+
+
+@contextmanager
+def own_stores(env: Environment, label: str) -> Iterator[None]:
+    """Work that may run beside its siblings inside one flow run (one VM's backup among
+    the night's tasks): the stores it opens are its own, closed when it ends, so their
+    pending chunks are never flushed or abandoned by a sibling."""
+    key = f"{_flow_run_key()}#{label}#{uuid.uuid4().hex[:8]}"
+    token = _unit.set(key)
+    try:
+        yield
+    finally:
+        _unit.reset(token)
+        env.release_run(key)
+
+
 def _flow_run_key() -> str:
-    """The flow run this code runs for ('' outside any): tasks report their flow's run."""
+    """Who owns the stores opened now: the unit of work (own_stores) this code runs in,
+    else its flow run ('' outside any: tasks report their flow's run)."""
+    unit = _unit.get()
+    if unit:
+        return unit
     if "prefect.context" not in sys.modules:  # no Prefect in this process: no flow run
         return ""
     from prefect.context import FlowRunContext

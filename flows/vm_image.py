@@ -15,7 +15,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from dpflow.catalog import VersionRow
-from dpflow.environment import Environment, open_environment
+from dpflow.environment import Environment, open_environment, own_stores
 from dpflow.errors import UserError, first_line
 from dpflow.limits import backup_slot
 from dpflow.locks import exclusive
@@ -98,19 +98,27 @@ def backup_vm_image(dc: str, vm: str, store: str | None = None, full: bool = Fal
         full: read every disk whole (no CBT incremental on the previous version)
         attempt: 1 for a planned run; an automation running a failed VM again passes 2
     """
-    t0 = time.perf_counter()
-    with open_environment(dc) as env:
+    result = back_up_vm(dc, vm, store, full)
+    return ended(result, result.status, result.message)
+
+
+def back_up_vm(dc: str, vm: str, store: str | None = None, full: bool = False) -> BackupResult:
+    """The image backup path of one VM, run by its own flow or, many at once, by the
+    night's tasks (a flow run per VM would cost more than a small incremental itself).
+    A VM skipped for lack of room is a result; a failure raises."""
+    with open_environment(dc) as env, own_stores(env, f"backup {vm}"):
         env.store(store, create=True)  # unknown store, wrong or missing key: one line
         vcenter, info = find_vm(env, vm)
-        with backup_slot(env.dc, info.datastore, info.host), exclusive("vm", vm), \
+        with backup_slot(env.dc, vm, info.datastore, info.host), \
                 session(env, "backup-image", vm) as s:
+            t0 = time.perf_counter()  # the backup's own time: from its slot on
             result = BackupResult(vm=vm, status="failed", session_id=s.id)
             why_not = check_space(env, vcenter, info, store)
             if why_not:
                 get_run_logger().warning("skipping %s: %s", vm, why_not)
                 s.status = result.status = "skipped"
                 s.message = result.message = why_not
-                return ended(result, "skipped", why_not)
+                return result
             with registered(env, store, s.id):
                 result.leftovers = clean_leftovers(env, store, s.id, ("vm", vm)).lines()
                 previous = None if full else previous_version(env, vm, store)
