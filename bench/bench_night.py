@@ -8,8 +8,9 @@ few tasks) far more than bytes. Reported per night: total wall, VMs/min, the VM 
 own mean seconds, the control overhead per VM = (wall x concurrency - sum of the VM
 flows' own seconds) / N (the time a backup slot spends outside a VM's flow), the HTTP
 requests this process sent to the Prefect API per VM (events and logs included; the
-server's own work not), and the 1-minute load average at start and end (the machine
-may be shared: read every figure beside it).
+server's own work not), the CPU seconds per VM of this process, the Prefect server, the
+vcsims and PostgreSQL (where the time goes), and the 1-minute load average at start and
+end (the machine may be shared: read every figure beside it).
 
 Run: nice uv run python bench/bench_night.py --vms 200 --server sqlite postgres \
          --json bench/results/night.json
@@ -50,6 +51,49 @@ def count_api_calls() -> None:
                 API_CALLS[0] += 1
             return _send(self, request, *a, **k)
         cls.send = counted  # type: ignore[method-assign]
+
+
+ROLES = (("prefect server start", "server"), ("dpflow-vcsim", "vcsim"), ("bin/postgres", "pg"),
+         ("postgres:", "pg"))
+
+
+def cpu_by_role(work: Path) -> dict[str, float]:
+    """CPU seconds so far of this process ("dpflow") and of what serves it: the Prefect
+    server, the vcsims and PostgreSQL (its postmaster runs detached, found by its data
+    directory under `work`), so a night's CPU per VM says which of them the time goes to."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[int, str, float]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        procs[int(d)] = (int(stat[1]), cmd, (int(stat[11]) + int(stat[12])) / tick)
+    me, out = os.getpid(), dict.fromkeys(["dpflow", "server", "vcsim", "pg"], 0.0)
+
+    def role(pid: int) -> str | None:
+        seen = 0
+        while pid in procs and seen < 64:
+            ppid, cmd, _ = procs[pid]
+            if pid == me:
+                return "dpflow"
+            if str(work) in cmd or ppid == me:
+                return next((r for key, r in ROLES if key in cmd), "dpflow")
+            pid, seen = ppid, seen + 1
+        return None
+
+    for pid, (_, cmd, t) in procs.items():
+        if pid == me:
+            out["dpflow"] += t
+            continue
+        r = role(pid)
+        if r is not None:
+            own = next((x for key, x in ROLES if key in cmd), None)
+            out[own or r] += t
+    return out
 
 
 def night(dc: str, vms: list[str], mode: str) -> tuple[float, list[Any]]:
@@ -121,14 +165,16 @@ def run_server(work: Path, server: str, n: int, per_proxy: list[int], out: dict)
         for day, (mode, per) in enumerate([("loop", 1)] + [("parallel", p) for p in per_proxy],
                                           2):
             change(sims, placed, day)
-            load0, calls0 = os.getloadavg()[0], API_CALLS[0]
+            load0, calls0, cpu0 = os.getloadavg()[0], API_CALLS[0], cpu_by_role(work)
             wall, results = night(write(per), vms, mode)
+            cpu1 = cpu_by_role(work)
             own = [r.seconds for r in results]
             row = {"server": server, "vms": n, "mode": mode, "at_once": per,
                    "wall_s": round(wall, 1), "vms_per_min": round(n / wall * 60, 1),
                    "vm_flow_s_mean": round(statistics.mean(own), 2),
                    "overhead_per_vm_s": round((wall * per - sum(own)) / n, 2),
                    "api_calls_per_vm": round((API_CALLS[0] - calls0) / n, 1),
+                   "cpu_s_per_vm": {r: round((cpu1[r] - cpu0[r]) / n, 2) for r in cpu1},
                    "completed": sum(r.status == "completed" for r in results),
                    "failures": sorted({r.message[:160] for r in results
                                        if r.status != "completed"})[:3],
@@ -160,12 +206,14 @@ def main() -> None:
         out["rows"] = json.loads(Path(args.json).read_text())["rows"]
     run_server(work / args.server[0], args.server[0], args.vms, args.per_proxy, out)
     print(f"{'server':<9}{'mode':<10}{'at once':>8}{'wall s':>9}{'VMs/min':>9}"
-          f"{'VM flow s':>11}{'overhead/VM s':>15}{'API/VM':>8}{'ok':>5}{'load':>12}")
+          f"{'VM flow s':>11}{'overhead/VM s':>15}{'API/VM':>8}{'ok':>5}{'load':>12}"
+          f"   CPU s/VM: dpflow server vcsim pg")
     for r in out["rows"]:
         print(f"{r['server']:<9}{r['mode']:<10}{r['at_once']:>8}{r['wall_s']:>9}"
               f"{r['vms_per_min']:>9}{r['vm_flow_s_mean']:>11}{r['overhead_per_vm_s']:>15}"
               f"{r['api_calls_per_vm']:>8}{r['completed']:>5}"
-              f"{r['load_start']:>6}-{r['load_end']:<5}")
+              f"{r['load_start']:>6}-{r['load_end']:<5}   "
+              + " ".join(f"{v:.2f}" for v in r.get("cpu_s_per_vm", {}).values()))
 
 
 if __name__ == "__main__":
