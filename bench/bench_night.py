@@ -57,6 +57,9 @@ ROLES = (("prefect server start", "server"), ("dpflow-vcsim", "vcsim"), ("bin/po
          ("postgres:", "pg"))
 
 
+MARKERS: list[str] = []  # paths in the command lines of the processes that serve this run
+
+
 def cpu_by_role(work: Path) -> dict[str, float]:
     """CPU seconds so far of this process ("dpflow") and of what serves it: the Prefect
     server, the vcsims and PostgreSQL (its postmaster runs detached, found by its data
@@ -80,7 +83,7 @@ def cpu_by_role(work: Path) -> dict[str, float]:
             ppid, cmd, _ = procs[pid]
             if pid == me:
                 return "dpflow"
-            if str(work) in cmd or ppid == me:
+            if ppid == me or any(m in cmd for m in [str(work), *MARKERS]):
                 return next((r for key, r in ROLES if key in cmd), "dpflow")
             pid, seen = ppid, seen + 1
         return None
@@ -125,6 +128,7 @@ def servers(work: Path, server: str) -> Iterator[str]:
         os.environ.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)
         if server == "postgres":
             pg = stack.enter_context(Postgres())
+            MARKERS.append(str(pg.root))
             pg.create_db("prefect")
             pg.create_db("catalog")
             os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = pg.url("prefect")
