@@ -11,6 +11,8 @@ another process holds them.
 A transient server error (5xx, a dropped connection: an SQLite-backed server under load
 answers 503) while taking the slots is retried; one while giving them back is logged,
 never fails a session that did its work: the lease expires by itself within LEASE_S.
+Neither does a failed lease renewal: the holder goes on, and only if renewals fail for
+longer than LEASE_S can the server free its slots early.
 
 After a kill -9 the next session on the same object waits at most LEASE_BOUND_S: the
 lease (LEASE_S, the shortest the server allows; a live holder renews it), then the
@@ -128,7 +130,7 @@ def held(limits: dict[str, int], timeout_s: float = 3600) -> Iterator[list[str]]
     deadline = time.monotonic() + timeout_s
     ensure(limits)
     with _local_slots(limits, deadline):
-        cm = _take_on_server(names, deadline)
+        cm = _take_on_server(limits, deadline)
         try:
             yield names
         finally:
@@ -173,8 +175,10 @@ def _local_slots(limits: dict[str, int], deadline: float) -> Iterator[None]:
             _gate.notify_all()
 
 
-def _take_on_server(names: list[str], deadline: float) -> AbstractContextManager[None]:
-    """Prefect's context manager, entered: the slots held under a renewed lease."""
+def _take_on_server(limits: dict[str, int], deadline: float) -> AbstractContextManager[None]:
+    """Prefect's context manager, entered: the slots held under a renewed lease. A limit
+    this process made may be gone (the server's database replaced): made again, once."""
+    names, remade = sorted(limits), False
     for pause in (*RETRY_S, None):
         cm = concurrency(names, occupy=1, strict=True, lease_duration=LEASE_S,
                          timeout_seconds=max(1.0, deadline - time.monotonic()),
@@ -183,6 +187,13 @@ def _take_on_server(names: list[str], deadline: float) -> AbstractContextManager
             cm.__enter__()
             return cm
         except Exception as exc:
+            if not remade and "must be created" in str(exc):
+                remade = True
+                with _known_lock:
+                    for n in names:
+                        _known.pop(n, None)
+                ensure(limits)
+                continue
             if pause is None or not _transient(exc):
                 raise
             log.warning("taking slots of %s: %s; again in %s s", ", ".join(names),
