@@ -4,6 +4,7 @@ version, and the next backup succeeds and reuses the chunks already made durable
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import random
 import signal
@@ -78,13 +79,7 @@ def test_kill_minus_nine_at_random_points(vcsim, dc_config, tmp_path):
     def again(vm: str) -> None:  # waits out the killed session's lease (≤ 60 s)
         results[vm] = backup_vm_image(cfg, vm)
 
-    # each thread in a copy of this context: the test server's Prefect settings go along
-    threads = [threading.Thread(target=contextvars.copy_context().run, args=(again, vm))
-               for vm in vms]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert side_by_side(*[functools.partial(again, vm) for vm in vms]) == []
     for vm in vms:
         r = results[vm]
         assert r.status == "completed" and vcsim.snapshot_count(vm) == 0
